@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import Literal
 
-from spa import _records
+from spa import _records  # type: ignore[attr-defined]
 from spa._core import ffi, lib
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -205,4 +205,4 @@ class Core:
     def process(self, linktype: int, frame: bytes, now_us: int) -> str:
         """Run one frame through the packet path (tests and fuzzing)."""
         v = lib.spa_core_process(self._core, linktype, frame, len(frame), now_us)
-        return COUNTER_NAMES[v]
+        return COUNTER_NAMES[int(v)]
