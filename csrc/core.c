@@ -49,7 +49,7 @@ struct spa_core {
 	pcap_t *pcap;
 	int linktype;
 	bool offline;
-	char filter[512];
+	char filter[1024];
 	pthread_t thread;
 	bool thread_started;
 	_Atomic int stop;
@@ -353,8 +353,12 @@ SPA_EXPORT int spa_core_replay_seed(struct spa_core *c,
  * IPv6 with the UDP header right after the fixed header is judged the same
  * way; IPv6 whose first next-header is hop-by-hop, routing or destination
  * options is passed up for the parser to walk, since cBPF cannot loop over
- * extension headers.  The VLAN alternative comes last because libpcap's
- * "vlan" shifts the offsets of everything that follows it. */
+ * extension headers, unless that header is followed by ICMPv6 (the kernel's
+ * own multicast listener reports look like that).  The VLAN alternative comes last because libpcap's
+ * "vlan" shifts the offsets of everything that follows it; for the same
+ * reason the second tag of QinQ is matched by a "vlan" nested inside the
+ * first one (after one "vlan", a second "vlan" looks for the inner tag),
+ * so that the filter lets through the two tags the parser walks. */
 static int build_filter(struct spa_core *c)
 {
 	unsigned p = c->cfg.port;
@@ -365,13 +369,15 @@ static int build_filter(struct spa_core *c)
 		     "(ip and udp dst port %u and udp[4:2] = %u and udp[8] = %u)"
 		     " or (ip6 and ip6[6] = 17 and ip6[42:2] = %u"
 		     " and ip6[44:2] = %u and ip6[48] = %u)"
-		     " or (ip6 and (ip6[6] = 0 or ip6[6] = 43 or ip6[6] = 60))",
+		     " or (ip6 and (ip6[6] = 0 or ip6[6] = 43 or ip6[6] = 60)"
+		     " and ip6[40] != 58)",
 		     p, SPA_UDP_LEN, SPA_VERSION, p, SPA_UDP_LEN, SPA_VERSION);
 	if (n < 0 || (size_t)n >= sizeof(base))
 		return -ENAMETOOLONG;
 	if (c->linktype == DLT_EN10MB)
 		n = snprintf(c->filter, sizeof(c->filter),
-			     "%s or (vlan and (%s))", base, base);
+			     "%s or (vlan and (%s or (vlan and (%s))))", base,
+			     base, base);
 	else
 		n = snprintf(c->filter, sizeof(c->filter), "%s", base);
 	if (n < 0 || (size_t)n >= sizeof(c->filter))

@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 STATUS_FILE = "status.json"
 TICK_S = 1.0
 DROP_LOG_INTERVAL_S = 10.0
+COMPACT_INTERVAL_S = 60.0
+STATUS_MIN_INTERVAL_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,8 @@ class Daemon:
         self._started = time.time()
         self._last_drops: dict[str, int] = {}
         self._last_drop_log = 0.0
+        self._last_compact = 0.0
+        self._last_status = 0.0
 
     # -- set-up ----------------------------------------------------------
     def _make_core(self) -> Core:
@@ -255,6 +259,8 @@ class Daemon:
             self._grant(grants)
         for rec, cred, req, d in decided:
             self._log_decision(rec, cred, req, d)
+        if time.monotonic() - self._last_status >= STATUS_MIN_INTERVAL_S:
+            self._write_status(running=True)
 
     def _grant(self, grants: list[Grant]) -> None:
         assert self.fw is not None
@@ -313,8 +319,9 @@ class Daemon:
                 log.info("dropped since last report: %s", shown)
             self._last_drops = drops
             self._last_drop_log = mono
-        if self.store is not None:
-            self.store.maybe_compact(counters["accepted"])
+        if self.store is not None and mono - self._last_compact >= COMPACT_INTERVAL_S:
+            self.store.maybe_compact()
+            self._last_compact = mono
         self._write_status(running=True)
 
     def summary(self) -> dict[str, Any]:
@@ -349,6 +356,7 @@ class Daemon:
     def _write_status(self, running: bool) -> None:
         if self.state_dir is None:
             return
+        self._last_status = time.monotonic()
         path = self.state_dir / STATUS_FILE
         tmp = path.with_suffix(".tmp")
         try:

@@ -88,9 +88,13 @@ class ReplayStore:
         os.fsync(self._fd)
         self._written += len(blob) // _ENTRY.size
 
-    def maybe_compact(self, live_estimate: int) -> None:
-        if self._written > 4096 and self._written > 2 * live_estimate:
-            self._rewrite(list(self._read_live()))
+    def maybe_compact(self) -> None:
+        """Rewrite the file when most of it has expired (call now and then)."""
+        if self._written <= 4096:
+            return
+        live = list(self._read_live())
+        if 2 * len(live) < self._written:
+            self._rewrite(live)
 
     def _close(self) -> None:
         if self._fd >= 0:
