@@ -354,8 +354,9 @@ SPA_EXPORT int spa_core_replay_seed(struct spa_core *c,
  * way; IPv6 whose first next-header is hop-by-hop, routing or destination
  * options is passed up for the parser to walk, since cBPF cannot loop over
  * extension headers, unless that header is followed by ICMPv6 (the kernel's
- * own multicast listener reports look like that).  The VLAN alternative comes last because libpcap's
- * "vlan" shifts the offsets of everything that follows it; for the same
+ * own multicast listener reports look like that).  The VLAN alternative
+ * comes last because libpcap's "vlan" shifts the offsets of everything that
+ * follows it; for the same
  * reason the second tag of QinQ is matched by a "vlan" nested inside the
  * first one (after one "vlan", a second "vlan" looks for the inner tag),
  * so that the filter lets through the two tags the parser walks. */
@@ -456,15 +457,26 @@ SPA_EXPORT int spa_core_open_live(struct spa_core *c, const char *ifname,
 SPA_EXPORT int spa_core_open_file(struct spa_core *c, const char *path,
 				  char *errbuf)
 {
+	FILE *fp;
 	int rc;
 
 	errbuf[0] = '\0';
 	if (c->pcap || c->thread_started)
 		return -EBUSY;
-	c->pcap = pcap_open_offline_with_tstamp_precision(
-		path, PCAP_TSTAMP_PRECISION_MICRO, errbuf);
-	if (!c->pcap)
-		return -ENOENT;
+	/* opened here so that a missing file and a malformed one are told
+	 * apart by errno; libpcap takes the FILE and closes it */
+	fp = fopen(path, "rb");
+	if (!fp) {
+		rc = -errno;
+		snprintf(errbuf, PCAP_ERRBUF_SIZE, "%s", strerror(-rc));
+		return rc;
+	}
+	c->pcap = pcap_fopen_offline_with_tstamp_precision(
+		fp, PCAP_TSTAMP_PRECISION_MICRO, errbuf);
+	if (!c->pcap) {
+		fclose(fp);
+		return -EINVAL;
+	}
 	rc = install_filter(c, errbuf);
 	if (rc < 0)
 		return fail_open(c, errbuf, rc);

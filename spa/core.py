@@ -48,10 +48,6 @@ DLT_LINUX_SLL = 113
 DLT_LINUX_SLL2 = 276
 
 
-class CoreError(OSError):
-    """A setup call into the native core failed."""
-
-
 @dataclass(frozen=True, slots=True)
 class Record:
     """One verified, decrypted request as the capture thread saw it."""
@@ -74,10 +70,17 @@ def _addr(family: int, raw: bytes) -> IPAddress:
 
 
 def _check(rc: int, what: str, detail: str = "") -> int:
+    """Raise CoreError for a negative errno; libpcap's text wins if given."""
     if rc < 0:
-        msg = f"{what}: {os.strerror(-rc)}"
-        raise CoreError(-rc, f"{msg}: {detail}" if detail else msg)
+        raise CoreError(-rc, f"{what}: {detail or os.strerror(-rc)}")
     return rc
+
+
+class CoreError(OSError):
+    """A setup call into the native core failed; str() is one line."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 class Core:
