@@ -20,7 +20,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from tests import frames as fr
+
+pytestmark = pytest.mark.sanitize
 
 TESTS = Path(__file__).resolve().parents[1]
 ROOT = TESTS.parent

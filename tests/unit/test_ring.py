@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.sanitize
+
 ROOT = Path(__file__).resolve().parents[2]
 CSRC = ROOT / "csrc"
 CC = shutil.which("gcc") or shutil.which("cc") or "cc"
