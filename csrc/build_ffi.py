@@ -83,6 +83,7 @@ size_t spa_core_pop(struct spa_core *core, struct spa_record *out, size_t max);
 int spa_core_prepare_sleep(struct spa_core *core);
 void spa_core_clear_wakeup(struct spa_core *core);
 int spa_core_finished(const struct spa_core *core);
+int spa_core_capture_times(const struct spa_core *core, uint64_t *out);
 const char *spa_core_error(const struct spa_core *core);
 void spa_core_counters(const struct spa_core *core, uint64_t *out);
 int spa_core_pcap_stats(struct spa_core *core, uint64_t *out);

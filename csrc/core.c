@@ -54,6 +54,8 @@ struct spa_core {
 	bool thread_started;
 	_Atomic int stop;
 	_Atomic int finished;
+	uint64_t capture_ns;		/* wall time of the capture thread */
+	uint64_t capture_cpu_ns;	/* its CPU time */
 	char error[PCAP_ERRBUF_SIZE];
 };
 
@@ -514,10 +516,19 @@ static void wake_consumer(struct spa_core *c)
 		return;	/* EAGAIN: the counter is already non-zero */
 }
 
+static uint64_t clock_ns(clockid_t id)
+{
+	struct timespec ts;
+
+	clock_gettime(id, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 static void *capture_main(void *arg)
 {
 	struct spa_core *c = arg;
 	int batch = c->cfg.dispatch_batch;
+	uint64_t t0 = clock_ns(CLOCK_MONOTONIC);
 
 	if (c->offline && batch <= 0)
 		batch = 4096;	/* a whole file per call could not be stopped */
@@ -534,6 +545,8 @@ static void *capture_main(void *arg)
 		if (n == 0 && c->offline)
 			break;
 	}
+	c->capture_ns = clock_ns(CLOCK_MONOTONIC) - t0;
+	c->capture_cpu_ns = clock_ns(CLOCK_THREAD_CPUTIME_ID);
 	atomic_store_explicit(&c->finished, 1, memory_order_release);
 	wake_consumer(c);
 	return NULL;
@@ -591,6 +604,16 @@ SPA_EXPORT void spa_core_clear_wakeup(struct spa_core *c)
 SPA_EXPORT int spa_core_finished(const struct spa_core *c)
 {
 	return atomic_load_explicit(&c->finished, memory_order_acquire);
+}
+
+SPA_EXPORT int spa_core_capture_times(const struct spa_core *c,
+				      uint64_t out[2])
+{
+	if (!atomic_load_explicit(&c->finished, memory_order_acquire))
+		return -EBUSY;
+	out[0] = c->capture_ns;
+	out[1] = c->capture_cpu_ns;
+	return 0;
 }
 
 SPA_EXPORT const char *spa_core_error(const struct spa_core *c)

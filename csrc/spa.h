@@ -117,6 +117,8 @@ int spa_core_prepare_sleep(struct spa_core *core);
 void spa_core_clear_wakeup(struct spa_core *core);
 /* 1 when the capture thread has ended (end of file, error or stop). */
 int spa_core_finished(const struct spa_core *core);
+/* Once finished: the capture thread's wall and CPU time in ns. */
+int spa_core_capture_times(const struct spa_core *core, uint64_t out[2]);
 /* libpcap's message when the thread ended on an error, else "" */
 const char *spa_core_error(const struct spa_core *core);
 void spa_core_counters(const struct spa_core *core,

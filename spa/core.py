@@ -195,6 +195,13 @@ class Core:
     def error(self) -> str:
         return str(ffi.string(lib.spa_core_error(self._core)).decode(errors="replace"))
 
+    def capture_times(self) -> tuple[float, float] | None:
+        """(wall, CPU) seconds of the finished capture thread, else None."""
+        out = ffi.new("uint64_t[2]")
+        if lib.spa_core_capture_times(self._core, out) < 0:
+            return None
+        return out[0] / 1e9, out[1] / 1e9
+
     def counters(self) -> dict[str, int]:
         lib.spa_core_counters(self._core, self._counters)
         return {name: int(self._counters[i]) for i, name in enumerate(COUNTER_NAMES)}

@@ -330,6 +330,10 @@ class Daemon:
         out["granted"] = self.outcomes["granted"]
         out["refused"] = self.outcomes["refused"]
         out["malformed"] = self.outcomes["malformed"]
+        times = self.core.capture_times()
+        if times is not None:
+            out["capture_seconds"] = round(times[0], 6)
+            out["capture_cpu_seconds"] = round(times[1], 6)
         return out
 
     def status(self, running: bool) -> dict[str, Any]:
