@@ -1,7 +1,7 @@
 /* The packet path and the capture thread.
  *
- * Frame -> parse -> port, length, version -> credential lookup -> tag ->
- * timestamp window -> replay set -> decrypt -> ring.  The cheap checks come
+ * Frame -> parse -> port, length, version -> credential lookup -> timestamp
+ * window -> tag -> replay set -> decrypt -> ring.  The cheap checks come
  * first so that a flood of garbage costs a parse and a counter, a flood with
  * unknown credential ids a hash probe, and only packets that carry a known id
  * pay for one keyed BLAKE3 over 139 bytes.  Nothing here allocates, logs or
@@ -179,13 +179,17 @@ static enum spa_counter classify(struct spa_core *c, int linktype,
 	if (!cr)
 		return SPA_C_DROP_UNKNOWN_ID;
 
+	/* The time check needs no key and tells an attacker nothing he does
+	 * not know, so it goes before the MAC: a flood of old captures or of
+	 * random headers costs no cryptography. */
+	ts = load_be64(p + SPA_OFF_TIME);
+	if (ts > now_us ? ts - now_us > window : now_us - ts > window)
+		return SPA_C_DROP_STALE;
+
 	spa_blake3_keyed(cr->k_mac, p, SPA_OFF_TAG, tag, sizeof(tag));
 	if (!tag_equal(tag, p + SPA_OFF_TAG))
 		return SPA_C_DROP_MAC;
 
-	ts = load_be64(p + SPA_OFF_TIME);
-	if (ts > now_us ? ts - now_us > window : now_us - ts > window)
-		return SPA_C_DROP_STALE;
 	switch (spa_replay_find(&c->replay, p + SPA_OFF_TAG, now_us, &slot)) {
 	case SPA_REPLAY_SEEN:
 		return SPA_C_DROP_REPLAY;
