@@ -246,7 +246,7 @@ SPA_EXPORT void spa_core_default_cfg(struct spa_core_cfg *cfg)
 	cfg->clock = SPA_CLOCK_REAL;
 	cfg->snaplen = 2048;
 	cfg->buffer_bytes = 32 << 20;
-	cfg->timeout_ms = 10;
+	cfg->timeout_ms = 1;
 	cfg->immediate = 0;
 	cfg->dispatch_batch = -1;
 }

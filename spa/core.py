@@ -97,7 +97,7 @@ class Core:
         clock: Literal["real", "pcap"] = "real",
         immediate: bool = False,
         buffer_bytes: int = 32 << 20,
-        timeout_ms: int = 10,
+        timeout_ms: int = 1,
     ) -> None:
         cfg = ffi.new("struct spa_core_cfg *")
         lib.spa_core_default_cfg(cfg)

@@ -1,19 +1,24 @@
-"""The replay journal: durable appends, expiry on load, torn tails, compaction."""
+"""The replay journal: durable writes, expiry on load, torn entries, compaction."""
 
 from __future__ import annotations
 
 import logging
 import os
 import stat
-import struct
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from spa.replaystore import FILENAME, ReplayStore, now_us
+from spa.replaystore import (
+    ENTRY_SIZE,
+    FILENAME,
+    MIN_CAPACITY,
+    ReplayStore,
+    now_us,
+    pack,
+)
 
-ENTRY = struct.Struct(">16sQ")
 MINUTE_US = 60_000_000
 
 
@@ -44,6 +49,13 @@ def reload(state_dir: Path) -> list[tuple[bytes, int]]:
         s.close()
 
 
+def written(path: Path) -> list[bytes]:
+    """The non-zero entries of a journal file, raw."""
+    data = path.read_bytes()
+    entries = [data[i : i + ENTRY_SIZE] for i in range(0, len(data), ENTRY_SIZE)]
+    return [e for e in entries if any(e)]
+
+
 def test_append_then_restart_keeps_live_entries(
     tmp_path: Path, store: ReplayStore
 ) -> None:
@@ -54,17 +66,31 @@ def test_append_then_restart_keeps_live_entries(
     store.append([live[0], dead[0]])
     store.append([dead[1], live[1]])
     # the first store is still open: what a crash leaves behind
-    assert (tmp_path / FILENAME).stat().st_size == 4 * ENTRY.size
+    assert len(written(tmp_path / FILENAME)) == 4
     assert reload(tmp_path) == live
     # loading rewrote the journal with the live entries only
-    data = (tmp_path / FILENAME).read_bytes()
-    assert list(ENTRY.iter_unpack(data)) == live
+    assert written(tmp_path / FILENAME) == [pack(k, e) for k, e in live]
     assert not (tmp_path / "replay.tmp").exists()
+
+
+def test_file_is_preallocated_so_writes_change_no_size(
+    tmp_path: Path, store: ReplayStore
+) -> None:
+    store.load()
+    path = tmp_path / FILENAME
+    size = path.stat().st_size
+    assert size == MIN_CAPACITY * ENTRY_SIZE
+    store.append([(key(i), now_us() + MINUTE_US) for i in range(100)])
+    assert path.stat().st_size == size
+
+
+def test_sixteen_entries_fill_a_sector() -> None:
+    assert 512 % ENTRY_SIZE == 0
 
 
 def test_load_without_a_journal(tmp_path: Path) -> None:
     assert reload(tmp_path) == []
-    assert (tmp_path / FILENAME).read_bytes() == b""
+    assert written(tmp_path / FILENAME) == []
 
 
 def test_append_nothing_writes_nothing(tmp_path: Path, store: ReplayStore) -> None:
@@ -72,39 +98,51 @@ def test_append_nothing_writes_nothing(tmp_path: Path, store: ReplayStore) -> No
     assert not (tmp_path / FILENAME).exists()
 
 
-def test_torn_last_entry_is_ignored(
+def test_torn_and_damaged_entries_are_ignored(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     now = now_us()
     live = [(key(1), now + MINUTE_US), (key(2), now + MINUTE_US)]
-    blob = b"".join(ENTRY.pack(k, e) for k, e in live)
-    (tmp_path / FILENAME).write_bytes(blob + ENTRY.pack(key(3), now + MINUTE_US)[:11])
+    damaged = bytearray(pack(key(3), now + MINUTE_US))
+    damaged[3] ^= 0xFF
+    blob = b"".join(pack(k, e) for k, e in live) + bytes(damaged)
+    (tmp_path / FILENAME).write_bytes(blob + pack(key(4), now + MINUTE_US)[:11])
     with caplog.at_level(logging.WARNING, logger="spa.replaystore"):
         s = ReplayStore(tmp_path)
         assert s.load() == live
-    assert "torn" in caplog.text
-    # the next entry lands on a whole-entry boundary
-    more = (key(4), now + MINUTE_US)
+    assert "torn or damaged" in caplog.text
+    more = (key(5), now + MINUTE_US)
     s.append([more])
     s.close()
-    assert (tmp_path / FILENAME).stat().st_size == 3 * ENTRY.size
     assert reload(tmp_path) == [*live, more]
+
+
+def test_full_file_rolls_over_to_a_bigger_one(
+    tmp_path: Path, store: ReplayStore
+) -> None:
+    now = now_us()
+    store.load()
+    entries = [(key(i), now + MINUTE_US) for i in range(MIN_CAPACITY + 10)]
+    store.append(entries[:MIN_CAPACITY])
+    store.append(entries[MIN_CAPACITY:])
+    assert (tmp_path / FILENAME).stat().st_size > MIN_CAPACITY * ENTRY_SIZE
+    assert reload(tmp_path) == entries
 
 
 def test_compaction_keeps_live_entries(tmp_path: Path, store: ReplayStore) -> None:
     now = now_us()
     store.load()
-    dead = [(key(i), now - MINUTE_US) for i in range(5000)]
+    dead = [(key(i), now - MINUTE_US) for i in range(3000)]
     live = [(key(100_000 + i), now + MINUTE_US) for i in range(10)]
-    store.append(dead[:2500])
+    store.append(dead[:1500])
     store.append(live[:5])
-    store.append(dead[2500:])
+    store.append(dead[1500:])
     store.append(live[5:])
     path = tmp_path / FILENAME
-    assert path.stat().st_size == 5010 * ENTRY.size
+    assert len(written(path)) == 3010
     store.maybe_compact()
-    assert list(ENTRY.iter_unpack(path.read_bytes())) == live
-    # the store keeps appending to the new file, not to the unlinked one
+    assert written(path) == [pack(k, e) for k, e in live]
+    # the store keeps writing to the new file, not to the unlinked one
     extra = (key(7), now + MINUTE_US)
     store.append([extra])
     assert reload(tmp_path) == [*live, extra]
@@ -113,10 +151,11 @@ def test_compaction_keeps_live_entries(tmp_path: Path, store: ReplayStore) -> No
 def test_no_compaction_while_mostly_live(tmp_path: Path, store: ReplayStore) -> None:
     now = now_us()
     store.load()
-    entries = [(key(i), now + MINUTE_US) for i in range(5000)]
+    entries = [(key(i), now + MINUTE_US) for i in range(3000)]
     store.append(entries)
+    before = (tmp_path / FILENAME).stat().st_ino
     store.maybe_compact()
-    assert (tmp_path / FILENAME).stat().st_size == 5000 * ENTRY.size
+    assert (tmp_path / FILENAME).stat().st_ino == before
     assert reload(tmp_path) == entries
 
 
@@ -131,9 +170,4 @@ def test_journal_is_private(tmp_path: Path) -> None:
     second = ReplayStore(tmp_path)
     second.load()  # rewrites through a new file
     second.close()
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    path.unlink()
-    third = ReplayStore(tmp_path)
-    third.load()
-    third.close()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
