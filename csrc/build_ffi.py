@@ -61,6 +61,7 @@ struct spa_core_cfg {
     int timeout_ms;
     int immediate;
     int dispatch_batch;
+    int id_filter;
 };
 
 struct spa_core;

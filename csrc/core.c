@@ -49,7 +49,7 @@ struct spa_core {
 	pcap_t *pcap;
 	int linktype;
 	bool offline;
-	char filter[1024];
+	char *filter;			/* BPF program text, heap */
 	pthread_t thread;
 	bool thread_started;
 	_Atomic int stop;
@@ -249,6 +249,7 @@ SPA_EXPORT void spa_core_default_cfg(struct spa_core_cfg *cfg)
 	cfg->timeout_ms = 1;
 	cfg->immediate = 0;
 	cfg->dispatch_batch = -1;
+	cfg->id_filter = 1;
 }
 
 SPA_EXPORT struct spa_core *spa_core_new(const struct spa_core_cfg *cfg)
@@ -303,6 +304,7 @@ SPA_EXPORT void spa_core_free(struct spa_core *c)
 		wipe(c->creds, (size_t)c->cfg.max_creds * sizeof(*c->creds));
 	free(c->creds);
 	free(c->cred_slots);
+	free(c->filter);
 	free(c);
 }
 
@@ -355,58 +357,130 @@ SPA_EXPORT int spa_core_replay_seed(struct spa_core *c,
 }
 
 /* The kernel filter keeps everything but well-formed v1 candidates out of
- * user space: UDP to the port, the one UDP length v1 has, version byte 1.
- * IPv6 with the UDP header right after the fixed header is judged the same
- * way; IPv6 whose first next-header is hop-by-hop, routing or destination
+ * user space: UDP to the port, the one UDP length v1 has, version byte 1,
+ * and, for up to SPA_FILTER_MAX_IDS credentials, one of their ids, so that
+ * a flood of made-up ids is never even copied to the capture ring.  IPv6
+ * with the UDP header right after the fixed header is judged the same way;
+ * IPv6 whose first next-header is hop-by-hop, routing or destination
  * options is passed up for the parser to walk, since cBPF cannot loop over
  * extension headers, unless that header is followed by ICMPv6 (the kernel's
  * own multicast listener reports look like that).  The VLAN alternative
  * comes last because libpcap's "vlan" shifts the offsets of everything that
- * follows it; for the same
- * reason the second tag of QinQ is matched by a "vlan" nested inside the
- * first one (after one "vlan", a second "vlan" looks for the inner tag),
- * so that the filter lets through the two tags the parser walks. */
-static int build_filter(struct spa_core *c)
+ * follows it; for the same reason the second tag of QinQ is matched by a
+ * "vlan" nested inside the first one. */
+#define SPA_FILTER_MAX_IDS 64
+#define SPA_FILTER_ID_TEXT 64	/* one "(x[a:4] = 0x.. and x[b:4] = 0x..)" */
+
+static uint32_t load_be32(const uint8_t *p)
 {
-	unsigned p = c->cfg.port;
-	char base[384];
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+	       (uint32_t)p[2] << 8 | p[3];
+}
+
+/* " and ((P[o:4] = A and P[o+4:4] = B) or ...)", or "" without ids */
+static int id_clause(const struct spa_core *c, char *buf, size_t len,
+		     const char *proto, unsigned off)
+{
+	size_t used = 0;
 	int n;
 
-	n = snprintf(base, sizeof(base),
-		     "(ip and udp dst port %u and udp[4:2] = %u and udp[8] = %u)"
+	buf[0] = '\0';
+	if (!c->ncreds || c->ncreds > SPA_FILTER_MAX_IDS || !c->cfg.id_filter)
+		return 0;
+	for (uint32_t i = 0; i < c->ncreds; i++) {
+		const uint8_t *id = c->creds[i].id;
+
+		n = snprintf(buf + used, len - used,
+			     "%s(%s[%u:4] = 0x%08x and %s[%u:4] = 0x%08x)",
+			     i ? " or " : " and (", proto, off, load_be32(id),
+			     proto, off + 4, load_be32(id + 4));
+		if (n < 0 || (size_t)n >= len - used)
+			return -ENAMETOOLONG;
+		used += (size_t)n;
+	}
+	n = snprintf(buf + used, len - used, ")");
+	return n < 0 || (size_t)n >= len - used ? -ENAMETOOLONG : 0;
+}
+
+static int build_filter(struct spa_core *c, bool with_ids)
+{
+	size_t ids_len = (size_t)SPA_FILTER_MAX_IDS * SPA_FILTER_ID_TEXT + 16;
+	size_t base_len = 2 * ids_len + 512, len = 3 * base_len + 64;
+	char *ids4 = NULL, *ids6 = NULL, *base = NULL;
+	unsigned p = c->cfg.port;
+	int n, rc = -ENOMEM;
+
+	free(c->filter);
+	c->filter = malloc(len);
+	ids4 = malloc(ids_len);
+	ids6 = malloc(ids_len);
+	base = malloc(base_len);
+	if (!c->filter || !ids4 || !ids6 || !base)
+		goto out;
+	ids4[0] = ids6[0] = '\0';
+	if (with_ids) {
+		rc = id_clause(c, ids4, ids_len, "udp", 8 + SPA_OFF_ID);
+		if (!rc)
+			rc = id_clause(c, ids6, ids_len, "ip6", 48 + SPA_OFF_ID);
+		if (rc)
+			goto out;
+	}
+	rc = -ENAMETOOLONG;
+	n = snprintf(base, base_len,
+		     "(ip and udp dst port %u and udp[4:2] = %u and udp[8] = %u%s)"
 		     " or (ip6 and ip6[6] = 17 and ip6[42:2] = %u"
-		     " and ip6[44:2] = %u and ip6[48] = %u)"
+		     " and ip6[44:2] = %u and ip6[48] = %u%s)"
 		     " or (ip6 and (ip6[6] = 0 or ip6[6] = 43 or ip6[6] = 60)"
 		     " and ip6[40] != 58)",
-		     p, SPA_UDP_LEN, SPA_VERSION, p, SPA_UDP_LEN, SPA_VERSION);
-	if (n < 0 || (size_t)n >= sizeof(base))
-		return -ENAMETOOLONG;
+		     p, SPA_UDP_LEN, SPA_VERSION, ids4, p, SPA_UDP_LEN,
+		     SPA_VERSION, ids6);
+	if (n < 0 || (size_t)n >= base_len)
+		goto out;
 	if (c->linktype == DLT_EN10MB)
-		n = snprintf(c->filter, sizeof(c->filter),
+		n = snprintf(c->filter, len,
 			     "%s or (vlan and (%s or (vlan and (%s))))", base,
 			     base, base);
 	else
-		n = snprintf(c->filter, sizeof(c->filter), "%s", base);
-	if (n < 0 || (size_t)n >= sizeof(c->filter))
-		return -ENAMETOOLONG;
+		n = snprintf(c->filter, len, "%s", base);
+	if (n < 0 || (size_t)n >= len)
+		goto out;
+	rc = 0;
+out:
+	free(ids4);
+	free(ids6);
+	free(base);
+	return rc;
+}
+
+static int compile_filter(struct spa_core *c, bool with_ids,
+			  struct bpf_program *prog)
+{
+	int rc = build_filter(c, with_ids);
+
+	if (rc < 0)
+		return rc;
+	if (pcap_compile(c->pcap, prog, c->filter, 1,
+			 PCAP_NETMASK_UNKNOWN) < 0)
+		return -EINVAL;
 	return 0;
 }
 
+/* The filter with credential ids is tried first; should libpcap refuse it
+ * (a program over the kernel's size limit), the filter without them still
+ * keeps out everything that is not v1-shaped. */
 static int install_filter(struct spa_core *c, char *errbuf)
 {
 	struct bpf_program prog;
 	int rc;
 
 	c->linktype = pcap_datalink(c->pcap);
-	rc = build_filter(c);
+	rc = compile_filter(c, true, &prog);
+	if (rc < 0)
+		rc = compile_filter(c, false, &prog);
 	if (rc < 0) {
-		snprintf(errbuf, PCAP_ERRBUF_SIZE, "filter too long");
+		snprintf(errbuf, PCAP_ERRBUF_SIZE, "%s",
+			 rc == -EINVAL ? pcap_geterr(c->pcap) : strerror(-rc));
 		return rc;
-	}
-	if (pcap_compile(c->pcap, &prog, c->filter, 1,
-			 PCAP_NETMASK_UNKNOWN) < 0) {
-		snprintf(errbuf, PCAP_ERRBUF_SIZE, "%s", pcap_geterr(c->pcap));
-		return -EINVAL;
 	}
 	rc = pcap_setfilter(c->pcap, &prog);
 	pcap_freecode(&prog);
@@ -493,7 +567,7 @@ SPA_EXPORT int spa_core_open_file(struct spa_core *c, const char *path,
 SPA_EXPORT int spa_core_filter_text(const struct spa_core *c, char *buf,
 				    size_t len)
 {
-	int n = snprintf(buf, len, "%s", c->filter);
+	int n = snprintf(buf, len, "%s", c->filter ? c->filter : "");
 
 	return n < 0 || (size_t)n >= len ? -ENOSPC : 0;
 }

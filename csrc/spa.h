@@ -85,6 +85,7 @@ struct spa_core_cfg {
 	int timeout_ms;			/* TPACKET_V3 block timeout */
 	int immediate;			/* pcap immediate mode */
 	int dispatch_batch;		/* -1: a whole buffer per call */
+	int id_filter;			/* credential ids in the kernel filter */
 };
 
 struct spa_core;

@@ -98,6 +98,7 @@ class Core:
         immediate: bool = False,
         buffer_bytes: int = 32 << 20,
         timeout_ms: int = 1,
+        id_filter: bool = True,
     ) -> None:
         cfg = ffi.new("struct spa_core_cfg *")
         lib.spa_core_default_cfg(cfg)
@@ -110,6 +111,7 @@ class Core:
         cfg.immediate = int(immediate)
         cfg.buffer_bytes = buffer_bytes
         cfg.timeout_ms = timeout_ms
+        cfg.id_filter = int(id_filter)
         raw = lib.spa_core_new(cfg)
         if raw == ffi.NULL:
             raise CoreError(errno.ENOMEM, "cannot create the native core")
@@ -144,8 +146,8 @@ class Core:
 
     @property
     def filter_text(self) -> str:
-        buf = ffi.new("char[]", 1024)
-        _check(lib.spa_core_filter_text(self._core, buf, 1024), "filter text")
+        buf = ffi.new("char[]", 1 << 16)
+        _check(lib.spa_core_filter_text(self._core, buf, 1 << 16), "filter text")
         return str(ffi.string(buf).decode())
 
     def start(self) -> None:

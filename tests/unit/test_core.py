@@ -162,3 +162,49 @@ def test_pcap_file_mode_reads_to_the_end(tmp_path: os.PathLike[str]) -> None:
     assert counts["accepted"] == 3 and counts["drop_replay"] == 1
     # random 171-byte payloads: version byte 1 passes the filter about 1 in 256
     assert sum(counts.values()) <= 9
+
+
+def _run_file(core: Core, path: str) -> dict[str, int]:
+    core.open_file(path)
+    core.start()
+    deadline = time.monotonic() + 10
+    while not core.finished and time.monotonic() < deadline:
+        time.sleep(0.01)
+    core.pop()
+    return core.counters()
+
+
+@pytest.mark.parametrize(("id_filter", "unknown_seen"), [(True, 0), (False, 5)])
+def test_kernel_filter_drops_unknown_ids(
+    tmp_path: os.PathLike[str], id_filter: bool, unknown_seen: int
+) -> None:
+    from tests.pcapfile import write_pcap
+
+    t = now_us()
+    frames = [ip4_udp(P.encode_packet(CRED, SECRET, REQ)) for _ in range(3)]
+    frames += [ip4_udp(P.encode_packet(os.urandom(8), SECRET, REQ))
+               for _ in range(5)]  # fmt: skip
+    path = os.path.join(tmp_path, "ids.pcap")
+    write_pcap(path, DLT_RAW, [(t, f) for f in frames])
+    c = Core(id_filter=id_filter)
+    c.add_credential(CRED, SECRET)
+    counts = _run_file(c, path)
+    assert counts["accepted"] == 3
+    assert counts["drop_unknown_id"] == unknown_seen
+    assert (CRED[:4].hex() in c.filter_text) is id_filter
+
+
+def test_too_many_ids_for_the_kernel_filter_fall_back(
+    tmp_path: os.PathLike[str],
+) -> None:
+    from tests.pcapfile import write_pcap
+
+    path = os.path.join(tmp_path, "one.pcap")
+    write_pcap(path, DLT_RAW, [(now_us(), ip4_udp(P.encode_packet(CRED, SECRET, REQ)))])
+    c = Core(max_creds=128)
+    c.add_credential(CRED, SECRET)
+    for _ in range(64):
+        c.add_credential(os.urandom(8), os.urandom(32))
+    counts = _run_file(c, path)
+    assert "udp[9:4]" not in c.filter_text
+    assert counts["accepted"] == 1
