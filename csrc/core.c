@@ -1,7 +1,7 @@
 /* The packet path and the capture thread.
  *
  * Frame -> parse -> port, length, version -> credential lookup -> timestamp
- * window -> tag -> replay set -> decrypt -> ring.  The cheap checks come
+ * window -> replay set -> tag -> decrypt -> ring.  The cheap checks come
  * first so that a flood of garbage costs a parse and a counter, a flood with
  * unknown credential ids a hash probe, and only packets that carry a known id
  * pay for one keyed BLAKE3 over 139 bytes.  Nothing here allocates, logs or
@@ -186,10 +186,10 @@ static enum spa_counter classify(struct spa_core *c, int linktype,
 	if (ts > now_us ? ts - now_us > window : now_us - ts > window)
 		return SPA_C_DROP_STALE;
 
-	spa_blake3_keyed(cr->k_mac, p, SPA_OFF_TAG, tag, sizeof(tag));
-	if (!tag_equal(tag, p + SPA_OFF_TAG))
-		return SPA_C_DROP_MAC;
-
+	/* The replay key is the packet's own tag, so the set can be asked
+	 * before the MAC is computed: a flood of replays costs a probe, not a
+	 * BLAKE3.  A packet that carries a seen tag is either that replay or a
+	 * forgery the MAC would refuse; both are dropped. */
 	switch (spa_replay_find(&c->replay, p + SPA_OFF_TAG, now_us, &slot)) {
 	case SPA_REPLAY_SEEN:
 		return SPA_C_DROP_REPLAY;
@@ -198,6 +198,10 @@ static enum spa_counter classify(struct spa_core *c, int linktype,
 	case SPA_REPLAY_FRESH:
 		break;
 	}
+
+	spa_blake3_keyed(cr->k_mac, p, SPA_OFF_TAG, tag, sizeof(tag));
+	if (!tag_equal(tag, p + SPA_OFF_TAG))
+		return SPA_C_DROP_MAC;
 
 	memset(&rec, 0, sizeof(rec));
 	rec.ts_us = ts;
@@ -245,7 +249,7 @@ SPA_EXPORT void spa_core_default_cfg(struct spa_core_cfg *cfg)
 	cfg->max_creds = 1024;
 	cfg->clock = SPA_CLOCK_REAL;
 	cfg->snaplen = 2048;
-	cfg->buffer_bytes = 32 << 20;
+	cfg->buffer_bytes = 8 << 20;
 	cfg->timeout_ms = 1;
 	cfg->immediate = 0;
 	cfg->dispatch_batch = -1;

@@ -96,7 +96,7 @@ class Core:
         max_creds: int = 1024,
         clock: Literal["real", "pcap"] = "real",
         immediate: bool = False,
-        buffer_bytes: int = 32 << 20,
+        buffer_bytes: int = 8 << 20,
         timeout_ms: int = 1,
         id_filter: bool = True,
     ) -> None:
