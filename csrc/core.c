@@ -85,6 +85,13 @@ static size_t pow2_at_least(size_t n, size_t floor)
 	return v;
 }
 
+static void nap_us(long us)
+{
+	struct timespec ts = { .tv_sec = 0, .tv_nsec = us * 1000 };
+
+	nanosleep(&ts, NULL);
+}
+
 static void wipe(void *p, size_t len)
 {
 	volatile uint8_t *v = p;
@@ -218,9 +225,17 @@ static enum spa_counter classify(struct spa_core *c, int linktype,
 	for (size_t i = 0; i < SPA_BODY_LEN; i++)
 		rec.body[i] = p[SPA_OFF_BODY + i] ^ ks[i];
 	wipe(ks, sizeof(ks));
-	if (!spa_ring_push(&c->ring, &rec)) {
-		wipe(&rec, sizeof(rec));
-		return SPA_C_DROP_RING_FULL;
+	while (!spa_ring_push(&c->ring, &rec)) {
+		/* Live, the kernel keeps queueing while we wait, so a full
+		 * ring is a drop.  Reading a file, nothing is lost by waiting
+		 * for the consumer, and a summary that counted drops the
+		 * reader caused itself would be wrong. */
+		if (!c->offline || atomic_load_explicit(&c->stop,
+							memory_order_relaxed)) {
+			wipe(&rec, sizeof(rec));
+			return SPA_C_DROP_RING_FULL;
+		}
+		nap_us(50);
 	}
 	wipe(&rec, sizeof(rec));
 	/* Stored only once the request is on its way: a knock dropped for a

@@ -208,3 +208,30 @@ def test_too_many_ids_for_the_kernel_filter_fall_back(
     counts = _run_file(c, path)
     assert "udp[9:4]" not in c.filter_text
     assert counts["accepted"] == 1
+
+
+def test_reading_a_file_waits_for_the_consumer(tmp_path: os.PathLike[str]) -> None:
+    """Offline, a full ring makes the reader wait instead of dropping."""
+    from tests.pcapfile import write_pcap
+
+    t = now_us()
+    frames = [ip4_udp(P.encode_packet(CRED, SECRET, REQ)) for _ in range(1000)]
+    path = os.path.join(tmp_path, "many.pcap")
+    write_pcap(path, DLT_RAW, [(t + i, f) for i, f in enumerate(frames)])
+    c = Core(ring_capacity=64)
+    c.add_credential(CRED, SECRET)
+    c.open_file(path)
+    c.start()
+    got = 0
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        done = c.finished  # read before the pop: nothing can follow it
+        batch = c.pop()
+        got += len(batch)
+        if not batch:
+            if done:
+                break
+            time.sleep(0.001)
+    counts = c.counters()
+    assert got == 1000
+    assert counts["accepted"] == 1000 and counts["drop_ring_full"] == 0
