@@ -9,7 +9,7 @@ CWARN := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow \
 CSRC := $(wildcard csrc/*.c)
 PYTEST_ARGS ?=
 
-.PHONY: all deps build test unit netns demo lint sanitize clean
+.PHONY: all deps build test unit netns demo lint sanitize bench bench-quick clean
 
 all: build
 
@@ -50,5 +50,14 @@ lint: build
 sanitize: build
 	$(PY) -m pytest $(PYTEST_ARGS) -m sanitize tests/unit
 
+# Flood-resistance benchmarks, spa beside the stock fwknopd (root; writes
+# bench/results/REPORT.md, summary.json and PNG plots).
+bench: build
+	$(PY) -m bench.run
+
+bench-quick: build
+	$(PY) -m bench.run --quick
+
 clean:
+	$(MAKE) -C bench clean
 	rm -rf build $(VENV) *.egg-info spa/_core*.so spa/_records*.so spa/_records.c

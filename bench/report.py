@@ -186,6 +186,23 @@ def _offline_md(off: dict[str, Any]) -> list[str]:
                       ("fwknopd_replay_full", "fwknopd tuned, digest cache loaded")):
         x = off[key]
         row(name, x, x["wall_s"], x["cpu_s"], f"{x['accepted']}/{x['knocks']}")
+    kinds = off.get("kinds")
+    if kinds:
+        lines += [
+            "",
+            "Cost per packet by kind of flood (one file per kind, same reader "
+            "settings; wall time per packet, spa's capture-thread CPU in "
+            "brackets):",
+            "",
+            "| kind | bare loop ns | spa ns | spa over bare | where they end |",
+            "|---|---:|---:|---:|---|",
+        ]  # fmt: skip
+        for kind, k in kinds.items():
+            ends = ", ".join(f"{c[5:]} {_fmt(v)}" for c, v in k["counters"].items())
+            lines.append(
+                f"| {kind} | {k['bare_ns']} | {k['spa_ns']} ({k['spa_cpu_ns']}) | "
+                f"{k['spa_ns'] - k['bare_ns']:+d} | {ends or 'kernel filter'} |"
+            )
     runs = [f"{k} {x['runs']}" for k, x in off.items()
             if isinstance(x, dict) and "runs" in x]  # fmt: skip
     lines += ["", "Runs (packets/s): " + "; ".join(runs)]

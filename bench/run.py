@@ -47,6 +47,7 @@ BIN = Path(sys.executable).parent
 SPAD = str(BIN / "spad")
 SPA_PORT = 62201
 MIX = "garbage=3,spaid=3,b64=3,replay=1"
+KINDS = ("garbage", "spashape", "b64", "replay", "spaid")
 KNOCK_PORT_BASE = 20001
 
 
@@ -57,6 +58,7 @@ class Sizes:
     offline_runs: int
     fwknopd_default_packets: int
     fwknopd_cache_packets: int
+    kind_packets: int
     replay_entries: int
     rates: Sequence[int]  # 0 = as fast as the generator goes
     flood_seconds: float
@@ -70,15 +72,16 @@ class Sizes:
 FULL = Sizes(
     offline_packets=1_000_000, offline_knocks=100, offline_runs=3,
     fwknopd_default_packets=10_000, fwknopd_cache_packets=4_000,
-    replay_entries=100_000, rates=(10_000, 50_000, 100_000, 250_000, 0),
-    flood_seconds=6.0, live_knocks=50, fwknopd_live_modes=("stock", "tuned"),
+    kind_packets=200_000, replay_entries=100_000,
+    rates=(10_000, 50_000, 100_000, 250_000, 0), flood_seconds=6.0,
+    live_knocks=50, fwknopd_live_modes=("stock", "tuned"),
     grants=10_000, grant_measure=1_000, pktcost_packets=300_000,
 )  # fmt: skip
 QUICK = Sizes(
     offline_packets=50_000, offline_knocks=20, offline_runs=1,
     fwknopd_default_packets=1_000, fwknopd_cache_packets=300,
-    replay_entries=10_000, rates=(10_000, 0), flood_seconds=2.0,
-    live_knocks=10, fwknopd_live_modes=("stock",), grants=500,
+    kind_packets=20_000, replay_entries=10_000, rates=(10_000, 0),
+    flood_seconds=2.0, live_knocks=10, fwknopd_live_modes=("stock",), grants=500,
     grant_measure=100, pktcost_packets=30_000,
 )  # fmt: skip
 
@@ -301,6 +304,28 @@ def offline(work: Path, sz: Sizes, prog: Progress) -> dict[str, Any]:
     prog.note(f"fwknopd with cache: {out['fwknopd_replay_full']['pps']:,} pps")
     for f in (pcap, small, cache_pcap):
         f.unlink(missing_ok=True)
+
+    prog(f"offline: cost per packet by kind ({sz.kind_packets:,} packets each)")
+    out["kinds"] = {}
+    for kind in KINDS:
+        f = work / f"kind-{kind}.pcap"
+        last_json(run([
+            str(BUILD / "flood"), "--pcap", str(f), "--count", str(sz.kind_packets),
+            "--mix", f"{kind}=1", "--spa-id", spa.cred_id.hex(),
+            "--replay", spa_knocks[0].hex(), "--dst", SRV4, "--seed", "7",
+        ]).stdout)  # fmt: skip
+        b = bareloop(f)
+        x = spad_offline(cfg, f, sz.kind_packets, work / f"st-kind-{kind}")
+        out["kinds"][kind] = {
+            "bare_ns": round(1e9 * b["seconds"] / sz.kind_packets),
+            "spa_ns": round(1e9 * x["capture_s"] / sz.kind_packets),
+            "spa_cpu_ns": round(1e9 * x["capture_cpu_s"] / sz.kind_packets),
+            "counters": {k: v for k, v in x["summary"].items()
+                         if k.startswith("drop_") and v},
+        }  # fmt: skip
+        f.unlink()
+        k = out["kinds"][kind]
+        prog.note(f"{kind}: bare {k['bare_ns']} ns, spa {k['spa_ns']} ns per packet")
     return out
 
 
@@ -491,17 +516,23 @@ def grants(work: Path, sz: Sizes, prog: Progress) -> dict[str, Any]:
     from bench import grants as grants_mod
 
     out: dict[str, Any] = {}
+    quick = sz is QUICK
     prog(f"grants: {sz.grants:,} distinct sources through spad into nftables")
-    out["spa"] = grants_mod.spa_grant_time(work / "gr-spa", n=sz.grants)
+    out["spa"] = grants_mod.spa_grant_time(
+        work / "gr-spa", n=sz.grants, progress=prog.note
+    )
     prog.note(f"spa: {out['spa']['wall_s']} s for {sz.grants:,} grants")
     prog(f"grants: fwknopd's way, iptables processes per grant "
          f"({sz.grant_measure:,} measured)")  # fmt: skip
     out["iptables"] = grants_mod.iptables_grant_time(
-        work / "gr-ipt", n=sz.grants, measure=sz.grant_measure
+        work / "gr-ipt", n=sz.grants, measure=sz.grant_measure,
+        progress=prog.note,
     )
     prog("grants: per-packet firewall cost, nftables set vs iptables rules")
     out["pktcost"] = grants_mod.per_packet_cost(
-        work / "gr-cost", n_rules=sz.grants, packets=sz.pktcost_packets
+        work / "gr-cost", n_rules=sz.grants, packets=sz.pktcost_packets,
+        repeats=1 if quick else 3, max_seconds=2.0 if quick else 5.0,
+        legacy=not quick, progress=prog.note,
     )
     return out
 
@@ -534,7 +565,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     sz = QUICK if args.quick else FULL
     parts = [p for p in args.parts.split(",") if p]
-    steps = {"offline": 8, "live": len(sz.rates) * (1 + len(sz.fwknopd_live_modes)),
+    steps = {"offline": 9, "live": len(sz.rates) * (1 + len(sz.fwknopd_live_modes)),
              "grants": 3}  # fmt: skip
     prog = Progress(1 + sum(steps[p] for p in parts))
     prog("building bench/build/flood and bareloop")
