@@ -4,8 +4,7 @@
 set -euo pipefail
 
 pkgs=(build-essential python3 python3-dev python3-venv libpcap-dev
-      nftables iptables iproute2 tcpdump fwknop-client fwknop-server
-      redis-server)
+      nftables iptables iproute2 tcpdump time fwknop-client fwknop-server)
 
 missing=()
 for p in "${pkgs[@]}"; do

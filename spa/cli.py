@@ -14,7 +14,7 @@ import socket
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Literal
 
@@ -157,7 +157,8 @@ def cli() -> None:
     "--server-config",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Server config to add the credential to (created if missing).",
+    help="Server config to add the credential to (created if missing, with "
+    "its directory).",
 )
 @click.option(
     "--client-config",
@@ -174,7 +175,8 @@ def cli() -> None:
 @click.option(
     "--server-id",
     default=None,
-    help="Bind knocks to this server id instead of the address.",
+    help="Bind knocks to this server id instead of the address (also added "
+    "to the server config's server_ids).",
 )
 @click.option(
     "--source",
@@ -218,7 +220,8 @@ def keygen(
     """Create a credential: a random id and a 32-byte secret.
 
     Writes it into the server config and a client config. With neither file
-    given, prints the client config to stdout.
+    given, prints the client config to stdout. A new server config names the
+    interface of the default route as the capture interface.
     """
     cred_id = spacfg.new_credential_id()
     secret = spacfg.new_secret()
@@ -243,7 +246,7 @@ def keygen(
             _check_new_file(Path(client_config), force)
         if server_config:
             target = server_config
-            spacfg.add_credential_to_server_config(
+            _add_to_server_config(
                 Path(server_config),
                 name=name,
                 cred_id=cred_id,
@@ -252,8 +255,8 @@ def keygen(
                 sources=sources or None,
                 max_open=max_open,
                 allow_other_address=allow_other_address,
+                server_id=server_id,
             )
-            click.echo(f"added credential {name!r} to {server_config}", err=True)
         if client_config:
             target = client_config
             spacfg.write_client_config(Path(client_config), force=force, **client_kw)
@@ -271,6 +274,44 @@ def keygen(
         raise click.ClickException(
             f"{target}: cannot write: {e.strerror or e}"
         ) from None
+
+
+def _add_to_server_config(path: Path, **kw: Any) -> None:
+    """keygen's server side: the credential, and the file (and its directory,
+    mode 0700) if they are new, saying on stderr what was done."""
+    made_dir = None
+    if not path.parent.is_dir():
+        path.parent.mkdir(mode=0o700, parents=True)
+        os.chmod(path.parent, 0o700)
+        made_dir = path.parent
+    created = not os.path.lexists(path)
+    interface = spacfg.default_route_interface() if created else None
+    try:
+        edit = spacfg.add_credential_to_server_config(path, interface=interface, **kw)
+    except BaseException:
+        if made_dir is not None:
+            with suppress(OSError):
+                made_dir.rmdir()
+        raise
+    if made_dir is not None:
+        click.echo(f"created directory {made_dir} (mode 0700)", err=True)
+    if edit.created and interface:
+        click.echo(
+            f'created {path} with interface = "{interface}" (the default '
+            "route's); change it there if knocks arrive on another interface",
+            err=True,
+        )
+    elif edit.created:
+        click.echo(
+            f"created {path}; no default route found, so its interface is left "
+            "commented out: set [server] interface (or use spad --interface)",
+            err=True,
+        )
+    click.echo(f"added credential {kw['name']!r} to {path}", err=True)
+    if edit.server_id_added:
+        click.echo(
+            f"added server id {kw['server_id']!r} to server_ids in {path}", err=True
+        )
 
 
 def _check_new_file(path: Path, force: bool) -> None:
@@ -297,6 +338,7 @@ def _knock(
     host = host or cfg.server
     if not host:
         raise click.UsageError("no HOST given and no server in the client config")
+    _check_family(host, family)
     spa_port = port or cfg.port
     ports = access or cfg.allow
     try:
@@ -312,6 +354,23 @@ def _knock(
     except (KnockError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     return target, spa_port
+
+
+def _check_family(host: str, family: int) -> None:
+    """-4 with an IPv6 literal (or -6 with IPv4) is a usage mistake."""
+    if not family:
+        return
+    try:
+        addr = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return  # a name: -4/-6 picks which of its addresses
+    want = 4 if family == socket.AF_INET else 6
+    if addr.version != want:
+        raise click.UsageError(
+            f"-{want} given but {host} is an IPv{addr.version} address: "
+            "the address family does not match",
+            click.get_current_context(silent=True),
+        )
 
 
 _knock_options = [
@@ -437,6 +496,12 @@ def proxy(
 
 
 # -- status ------------------------------------------------------------------
+class NotRunning(click.ClickException):
+    """``spa status`` of a spad that is not running: exit status 3."""
+
+    exit_code = 3
+
+
 @cli.command()
 @click.option(
     "--state-dir",
@@ -445,6 +510,7 @@ def proxy(
     help=f"spad's state directory [from --config, else {DEFAULT_STATE_DIR}].",
 )
 @click.option(
+    "-c",
     "--config",
     "config_path",
     type=click.Path(dir_okay=False),
@@ -452,8 +518,15 @@ def proxy(
     help="Server config to take the state directory from.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the raw status object.")
-def status(state_dir: str | None, config_path: str | None, as_json: bool) -> None:
-    """Show a running spad's live grants and drop counters."""
+@click.pass_context
+def status(
+    ctx: click.Context, state_dir: str | None, config_path: str | None, as_json: bool
+) -> None:
+    """Show a running spad's live grants and drop counters.
+
+    Exit status 0 if spad is running, 3 if it is not (like systemctl status),
+    1 if its status cannot be read.
+    """
     if state_dir is None and config_path:
         try:
             state_dir = str(spacfg.load_server_config(Path(config_path)).state_dir)
@@ -463,8 +536,9 @@ def status(state_dir: str | None, config_path: str | None, as_json: bool) -> Non
     try:
         st = json.loads(path.read_text())
     except FileNotFoundError:
-        raise click.ClickException(
-            f"{path}: no status file; is spad running?"
+        raise NotRunning(
+            f"{path}: no status file; spad is not running "
+            "(or uses another state directory)"
         ) from None
     except (OSError, ValueError) as e:
         raise click.ClickException(f"{path}: {e}") from None
@@ -472,7 +546,12 @@ def status(state_dir: str | None, config_path: str | None, as_json: bool) -> Non
     if as_json:
         st["alive"] = bool(alive)
         click.echo(json.dumps(st, indent=2, sort_keys=True))
-        return
+    else:
+        _show_status(st, bool(alive))
+    ctx.exit(0 if alive else NotRunning.exit_code)
+
+
+def _show_status(st: dict[str, Any], alive: bool) -> None:
     now = time.time()
     age = now - float(st.get("updated", 0))
     state = "running" if alive else "not running"
@@ -537,7 +616,7 @@ def _pid_alive(pid: int) -> bool:
 )
 @click.option(
     "--firewall",
-    type=click.Choice(["nftables", "iptables", "none"]),
+    type=click.Choice(["nftables", "none"]),
     default=None,
     help="Firewall backend [config, else nftables].",
 )
@@ -592,6 +671,13 @@ def spad(
 
     from spa.daemon import Daemon, DaemonError, RunOptions
 
+    if pcap_file is None:
+        for given, what in ((as_json, "--json"), (clock == "pcap", "--clock pcap")):
+            if given:
+                raise click.UsageError(
+                    f"{what} only applies to --pcap-file",
+                    click.get_current_context(silent=True),
+                )
     _setup_logging(verbose, quiet or (pcap_file is not None and not verbose))
     try:
         cfg = spacfg.load_server_config(Path(config_path))
@@ -599,10 +685,6 @@ def spad(
         raise click.ClickException(str(e)) from None
     if port is not None:
         cfg = replace(cfg, port=port)
-    if firewall == "iptables":
-        raise click.ClickException(
-            "firewall 'iptables' is not available yet; use nftables or none"
-        )
     opts = RunOptions(
         interface=interface,
         pcap_file=pcap_file,

@@ -801,16 +801,70 @@ def _client_from_dict(p: Path, doc: dict[str, Any], st: os.stat_result) -> Clien
 # Writing (spa keygen)
 
 
-_SERVER_SKELETON: Final = """\
+ROUTE_TABLE: Final = Path("/proc/net/route")
+_RTF_UP: Final = 0x1
+
+
+def default_route_interface(route_table: Path | None = None) -> str | None:
+    """The interface of the IPv4 default route, or None if there is none.
+
+    Read from ``/proc/net/route``; among several default routes the one with
+    the lowest metric wins.
+    """
+    try:
+        text = (route_table or ROUTE_TABLE).read_text(
+            encoding="ascii", errors="replace"
+        )
+    except OSError:
+        return None
+    best: tuple[int, str] | None = None
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 8:
+            continue
+        iface, dest, flags, metric, mask = (fields[i] for i in (0, 1, 3, 6, 7))
+        try:
+            if int(dest, 16) or int(mask, 16) or not int(flags, 16) & _RTF_UP:
+                continue
+            rank = int(metric)
+        except ValueError:
+            continue
+        if _IFNAME_RE.fullmatch(iface) is None or iface in (".", ".."):
+            continue
+        if best is None or rank < best[0]:
+            best = (rank, iface)
+    return best[1] if best else None
+
+
+def _server_skeleton(interface: str | None) -> str:
+    if interface is not None and (
+        _IFNAME_RE.fullmatch(interface) is None or interface in (".", "..")
+    ):
+        raise ValueError(f"not an interface name: {interface!r}")
+    iface = (
+        f"interface = {json.dumps(interface)}  # capture interface (the default "
+        "route's, found by spa keygen)"
+        if interface
+        else '# interface = "eth0"      # capture interface (or spad --interface)'
+    )
+    return f"""\
 # spad configuration (created by "spa keygen").
 # This file holds secrets: keep it mode 0600.
 
 [server]
-# interface = "eth0"      # capture interface (or spad --interface)
+{iface}
 port = 62201
 firewall = "nftables"
 protected = ["tcp/22"]
 """
+
+
+@dataclass(frozen=True)
+class ServerConfigEdit:
+    """What ``add_credential_to_server_config`` did besides the credential."""
+
+    created: bool = False
+    server_id_added: bool = False
 
 
 def _atomic_write(path: Path, text: str, *, replace: bool) -> None:
@@ -875,24 +929,31 @@ def add_credential_to_server_config(
     sources: Sequence[IPNetwork | str] | None = None,
     max_open: int | None = None,
     allow_other_address: bool | None = None,
-) -> None:
+    server_id: str | None = None,
+    interface: str | None = None,
+) -> ServerConfigEdit:
     """Append a ``[[credential]]`` table to the server config at ``path``.
 
     The file keeps its comments and layout (tomlkit); it is created with a
-    minimal ``[server]`` table if missing.  A credential with the same name or
+    minimal ``[server]`` table if missing, naming ``interface`` as the
+    capture interface if given (else leaving the key commented out).  A
+    ``server_id`` is added to ``[server] server_ids`` unless already there
+    (names compare case-insensitively).  A credential with the same name or
     id is refused.  The result is checked like ``load_server_config`` before
     it replaces the file (atomically, mode 0600); otherwise nothing changes.
     """
     p = Path(path)
     if len(cred_id) != ID_BYTES:
         raise ValueError(f"a credential id is {ID_BYTES} bytes, got {len(cred_id)}")
-    if os.path.lexists(p):
+    created = not os.path.lexists(p)
+    if not created:
         data, _ = _read_private_aware(p)
         _parse_toml(p, data)
         text = data.decode("utf-8")
     else:
-        text = _SERVER_SKELETON
+        text = _server_skeleton(interface)
     doc = tomlkit.parse(text.rstrip() + "\n\n")
+    id_added = server_id is not None and _add_server_id(p, doc, server_id)
 
     creds = doc.get("credential")
     if creds is None:
@@ -936,6 +997,31 @@ def add_credential_to_server_config(
     _server_from_dict(p, _parse_toml(p, new_text.encode("utf-8")), _private_stat())
     _atomic_write(p, new_text, replace=True)
     log.info("added credential %s to %s", name, p)
+    return ServerConfigEdit(created=created, server_id_added=id_added)
+
+
+def _add_server_id(p: Path, doc: tomlkit.TOMLDocument, server_id: str) -> bool:
+    """Add ``server_id`` to ``[server] server_ids``; False if already there."""
+    server = doc.get("server")
+    if server is None:
+        server = tomlkit.table()
+        doc.add("server", server)
+    if not isinstance(server, tomlkit.items.Table):
+        raise _fail(p, "server", "expected a [server] table to add server_ids to")
+    ids = server.get("server_ids")
+    if ids is None:
+        server.add("server_ids", _string_array([server_id]))
+        return True
+    if not isinstance(ids, tomlkit.items.Array):
+        raise _fail(
+            p,
+            "server.server_ids",
+            f"expected an array of server names, got {_show(ids.unwrap())}",
+        )
+    if server_id.lower() in (str(v).lower() for v in ids):
+        return False
+    ids.append(server_id)
+    return True
 
 
 def render_client_config(

@@ -10,6 +10,8 @@ the ring fills and the core counts what it drops.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import json
 import logging
 import os
@@ -27,7 +29,7 @@ from spa.config import Credential, ServerConfig
 from spa.core import Core, Record
 from spa.firewall import make_firewall
 from spa.firewall.base import Firewall, FirewallError, Grant
-from spa.policy import Decision, Policy, describe_ports
+from spa.policy import Decision, Policy, describe_asked, describe_ports
 from spa.protocol import ProtocolError, Request, decode_request
 from spa.ratelimit import LogLimiter
 from spa.replaystore import ReplayStore
@@ -35,6 +37,7 @@ from spa.replaystore import ReplayStore
 log = logging.getLogger(__name__)
 
 STATUS_FILE = "status.json"
+LOCK_FILE = "spad.lock"
 TICK_S = 1.0
 DROP_LOG_INTERVAL_S = 10.0
 COMPACT_INTERVAL_S = 60.0
@@ -57,6 +60,19 @@ class DaemonError(RuntimeError):
 
 
 GrantKey = tuple[str, str, int]
+
+
+def _lock_holder(fd: int) -> str:
+    """The pid written in a lock file held by another spad, as text."""
+    for _ in range(20):  # it writes its pid right after taking the lock
+        try:
+            text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        except OSError:
+            break
+        if text.isdigit():
+            return text
+        time.sleep(0.025)
+    return "unknown"
 
 
 def _check_interface(name: str) -> None:
@@ -94,6 +110,7 @@ class Daemon:
         self.store: ReplayStore | None = None
         self.fw: Firewall | None = None
         self.core: Core | None = None
+        self._lock_fd = -1
         self._stop = False
         self._started = time.time()
         self._last_drops: dict[str, int] = {}
@@ -114,11 +131,42 @@ class Daemon:
             core.add_credential(cred.id, cred.secret)
         return core
 
+    def _lock_state(self, state_dir: Path) -> None:
+        """Hold ``<state_dir>/spad.lock`` for the daemon's lifetime.
+
+        A second spad on the same state directory would share its replay
+        journal and (with the same config) its firewall table, which it
+        replaces at start and deletes at exit: it is refused instead.
+        """
+        fd = os.open(
+            state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+        )
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                os.close(fd)
+                raise
+            holder = _lock_holder(fd)
+            os.close(fd)
+            raise DaemonError(
+                f"{state_dir} is in use by another spad (pid {holder})"
+            ) from None
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        except OSError:
+            os.close(fd)
+            raise
+        self._lock_fd = fd
+
     def _open_state(self, core: Core) -> None:
         if self.state_dir is None:
             return
         try:
             self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not self.offline:
+                self._lock_state(self.state_dir)
             self.store = ReplayStore(self.state_dir)
             entries = self.store.load()
         except OSError as e:
@@ -144,6 +192,13 @@ class Daemon:
             self.grants[(str(g.address), g.proto, g.port)] = now + g.seconds
         if adopted:
             log.info("adopted %d grants left by an earlier run", len(adopted))
+        try:
+            problems = fw.check()
+        except FirewallError as e:
+            log.warning("firewall check failed: %s", e)
+            problems = []
+        for problem in problems:
+            log.warning("firewall: %s", problem)
         return fw
 
     def _open_capture(self, core: Core) -> None:
@@ -165,9 +220,13 @@ class Daemon:
     def run(self) -> int:
         """Serve until a signal (live) or the end of the file (offline)."""
         self.core = core = self._make_core()
-        self._open_state(core)
-        self._open_capture(core)
-        self.fw = self._open_firewall()
+        try:
+            self._open_state(core)
+            self._open_capture(core)
+            self.fw = self._open_firewall()
+        except BaseException:
+            self._release_state()
+            raise
         wake_r, wake_w = socket.socketpair()
         wake_r.setblocking(False)
         wake_w.setblocking(False)
@@ -278,17 +337,19 @@ class Daemon:
     def _log_decision(
         self, rec: Record, cred: Credential, req: Request, d: Decision
     ) -> None:
-        ports = describe_ports(req.ports)
         if d.accepted:
             self.outcomes["granted"] += 1
+            seconds = int(d.grants[0].seconds)
+            capped = f" (asked {req.open_for}s)" if req.open_for > seconds else ""
             self.limiter.log(
                 logging.INFO,
                 "granted",
-                "granted %s: %s %s for %ds (knock from %s)",
+                "granted %s: %s %s for %ds%s (knock from %s)",
                 cred.name,
                 d.target,
-                ports,
-                int(d.grants[0].seconds),
+                describe_ports(req.ports),
+                seconds,
+                capped,
                 rec.src,
             )
         else:
@@ -301,7 +362,7 @@ class Daemon:
                 cred.name,
                 rec.src,
                 d.reason,
-                ports,
+                describe_asked(req, d),
             )
 
     # -- periodic work ---------------------------------------------------
@@ -322,7 +383,21 @@ class Daemon:
         if self.store is not None and mono - self._last_compact >= COMPACT_INTERVAL_S:
             self.store.maybe_compact()
             self._last_compact = mono
+        self._repair_firewall()
         self._write_status(running=True)
+
+    def _repair_firewall(self) -> None:
+        """Put the firewall state back if something removed it (the backend
+        logs it); until then, up to one tick, protected ports are not dropped.
+        """
+        if self.fw is None:
+            return
+        try:
+            if self.fw.repair():
+                self.outcomes["firewall_repaired"] += 1
+        except FirewallError as e:
+            self.outcomes["firewall_error"] += 1
+            self.limiter.log(logging.ERROR, "repair", "firewall repair failed: %s", e)
 
     def summary(self) -> dict[str, Any]:
         assert self.core is not None
@@ -385,5 +460,13 @@ class Daemon:
                 self.grants.clear()
         if self.core is not None:
             self._write_status(running=False)
+        self._release_state()
+
+    def _release_state(self) -> None:
+        """Close the replay journal and let go of the state directory."""
         if self.store is not None:
             self.store.close()
+            self.store = None
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1

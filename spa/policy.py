@@ -11,7 +11,7 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from spa.config import Credential, ServerConfig
+from spa.config import Credential, IPNetwork, ServerConfig
 from spa.firewall.base import Grant
 from spa.protocol import IPAddress, Request, server_id_digest
 
@@ -35,6 +35,10 @@ def _unmap(addr: IPAddress) -> IPAddress:
     return addr
 
 
+def _inside(addr: IPAddress, networks: Iterable[IPNetwork]) -> bool:
+    return any(addr in net for net in networks if net.version == addr.version)
+
+
 class Policy:
     """Decisions for one server configuration."""
 
@@ -42,6 +46,7 @@ class Policy:
         "wrong destination",
         "source not allowed",
         "other address not allowed",
+        "address outside sources",
         "port not allowed",
         "forwarding not enabled",
     )
@@ -63,11 +68,14 @@ class Policy:
         src = _unmap(src)
         if not self.destination_ok(req.destination, dst):
             return Decision((), "wrong destination")
-        if not any(src in net for net in cred.sources if net.version == src.version):
+        if not _inside(src, cred.sources):
             return Decision((), "source not allowed")
         target = src if req.allow is None else _unmap(req.allow)
-        if target != src and not cred.allow_other_address:
-            return Decision((), "other address not allowed", target)
+        if target != src:
+            if not cred.allow_other_address:
+                return Decision((), "other address not allowed", target)
+            if not _inside(target, cred.sources):
+                return Decision((), "address outside sources", target)
         allowed = {(p.proto, p.port) for p in cred.allow}
         if any(port not in allowed for port in req.ports):
             return Decision((), "port not allowed", target)
@@ -82,3 +90,23 @@ class Policy:
 
 def describe_ports(ports: Iterable[tuple[str, int]]) -> str:
     return ",".join(f"{proto}/{port}" for proto, port in ports)
+
+
+def describe_asked(req: Request, decision: Decision) -> str:
+    """What the request asked for that its refusal is about, for the log.
+
+    A server id is on the wire only as a digest: its first hex digits are
+    shown, enough to tell two knocks apart, not to recover the name.
+    """
+    reason = decision.reason
+    if reason == "wrong destination":
+        dest = req.destination
+        if isinstance(dest, bytes):
+            return f"server id digest {dest.hex()[:8]}"
+        return str(_unmap(dest))
+    if reason in ("other address not allowed", "address outside sources"):
+        return str(decision.target if decision.target is not None else req.allow)
+    if reason == "forwarding not enabled" and req.forward is not None:
+        addr, port = req.forward
+        return f"forward to {addr} port {port}"
+    return describe_ports(req.ports)

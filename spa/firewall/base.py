@@ -114,3 +114,11 @@ class Firewall(abc.ABC):
     @abc.abstractmethod
     def check(self) -> builtins.list[str]:
         """Problems found in the host's firewall, one line each."""
+
+    def repair(self) -> bool:
+        """Restore the state this backend owns if something removed it.
+
+        Called every second by the daemon; cheap when nothing is wrong.
+        Returns True if it had to repair (and logged it), False otherwise.
+        """
+        return False

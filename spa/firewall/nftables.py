@@ -111,12 +111,36 @@ def _libnftables() -> tuple[Any, Any]:
         return _lib_cache
 
 
-def _summary(commands: str, limit: int = 6) -> str:
+def _summary(commands: str, limit: int = 6, width: int = 300) -> str:
+    """The first commands of a transaction on one line, for a log message.
+
+    They are joined with ``; `` (nft's own separator) and cut short.
+    """
     lines = commands.strip().splitlines()
-    if len(lines) <= limit:
-        return "\n".join(lines)
-    shown = "\n".join(lines[: limit - 1])
-    return f"{shown}\n... ({len(lines)} lines in all)"
+    text = "; ".join(lines[:limit])
+    if len(text) > width:
+        text = text[: width - 4] + " ..."
+    if len(lines) > limit:
+        text += f" ... ({len(lines)} commands in all)"
+    return text
+
+
+def _one_line(err: str) -> str:
+    """nft's error report on one line: its ``Error:`` messages, in order.
+
+    libnftables follows each message with the command it refers to and a
+    line of carets under the culprit; those are left out (and with input
+    from a buffer they may even show the wrong command).
+    """
+    messages: list[str] = []
+    for line in err.splitlines():
+        _, sep, message = line.partition("Error: ")
+        message = message.strip()
+        if sep and message and message not in messages:
+            messages.append(message)
+    if messages:
+        return "; ".join(messages)
+    return " ".join(line.strip() for line in err.splitlines() if line.strip())
 
 
 class NftContext:
@@ -143,7 +167,7 @@ class NftContext:
             return ""
         return bytes(self._ffi.string(ptr)).decode("utf-8", "replace")
 
-    def _call(self, commands: str, flags: int) -> str:
+    def _call(self, commands: str, flags: int, quiet: bool = False) -> str:
         if "\0" in commands:
             raise FirewallError("nft command contains a NUL byte")
         with self._lock:
@@ -154,16 +178,22 @@ class NftContext:
             out = self._text(self._lib.nft_ctx_get_output_buffer(self._ctx))
             err = self._text(self._lib.nft_ctx_get_error_buffer(self._ctx))
         if rc != 0:
-            reason = err.strip() or f"rc={rc}"
-            log.error("nft failed (rc=%d): %s", rc, reason)
-            raise FirewallError(f"nft failed: {reason}\ncommand: {_summary(commands)}")
+            reason = _one_line(err) or f"rc={rc}"
+            if not quiet:
+                log.error("nft failed (rc=%d): %s", rc, reason)
+            log.debug("the failed transaction: %s", _summary(commands))
+            raise FirewallError(f"nft failed: {reason}")
         if err.strip():
-            log.debug("nft said: %s", err.strip())
+            log.debug("nft said: %s", _one_line(err))
         return out
 
-    def run(self, commands: str) -> str:
-        """Run commands (text, one per line) as one transaction."""
-        return self._call(commands, NFT_CTX_DEFAULT)
+    def run(self, commands: str, *, quiet: bool = False) -> str:
+        """Run commands (text, one per line) as one transaction.
+
+        A failure raises FirewallError with nft's messages on one line, and
+        is logged as one ERROR line unless ``quiet`` (the caller decides).
+        """
+        return self._call(commands, NFT_CTX_DEFAULT, quiet)
 
     def query(self, command: str) -> builtins.list[dict[str, Any]]:
         """Run a ``list`` command; return the objects of its JSON output."""
@@ -430,15 +460,12 @@ class NftablesFirewall(Firewall):
             }
             commands = self._allow_text(final)
             try:
-                self.ctx.run(commands)
-            except FirewallError:
+                self.ctx.run(commands, quiet=True)
+            except FirewallError as exc:
                 if self._table_exists():
+                    log.error("%s", exc)
                     raise
-                log.warning(
-                    "table inet %s is gone (flushed by hand?); recreating it",
-                    self.table,
-                )
-                self.ctx.run(self._table_text(self._live(now)) + commands)
+                self._rebuild(now, commands, final)
             for key, ms in final.items():
                 self._deadlines[key] = now + ms / 1000
             for (addr, proto, port), ms in final.items():
@@ -462,6 +489,37 @@ class NftablesFirewall(Firewall):
                 f"add element inet {t} {name} {{ {timed} }}",
             ]
         return "\n".join(lines) + "\n"
+
+    def _rebuild(
+        self, now: float, then: str = "", adding: Iterable[GrantKey] = ()
+    ) -> None:
+        """Recreate the vanished table with the remembered live grants.
+
+        ``then`` runs in the same transaction, once the table is back (the
+        grants ``adding`` that were being opened).  Logs one WARNING line; a
+        failure is left to the caller to report.
+        """
+        live = self._live(now)
+        self.ctx.run(self._table_text(live) + then, quiet=True)
+        log.warning(
+            "nftables table inet %s vanished; rebuilt with %d grants",
+            self.table,
+            len(live.keys() | set(adding)),
+        )
+
+    def repair(self) -> bool:
+        """Recreate the table if it has gone (``nft flush ruleset``, a restart
+        of nftables.service, another process deleting it); True if it had.
+
+        Costs one ``list tables`` (no set elements) when all is well.
+        """
+        with self._lock:
+            if self._table_exists():
+                return False
+            now = self._clock()
+            self._prune(now)
+            self._rebuild(now)
+            return True
 
     def list(self) -> builtins.list[Grant]:
         """Grants in the kernel now; ``seconds`` left in whole seconds.

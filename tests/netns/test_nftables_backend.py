@@ -293,3 +293,63 @@ def test_allow_recreates_a_table_flushed_by_hand(lab: Lab) -> None:
     assert not lab.tcp_connect(lab.cli, lab.srv4, 22), "protection is back"
     assert lab.tcp_connect(lab.cli, lab.srv6, 22), "remembered grant is back"
     assert [e[:3] for e in elements(lab, 4)] == [(str(lab.cli4), "udp", 53)]
+    said = [line for line in log_lines(fw) if "vanished" in line]
+    assert said == [
+        f"WARNING:spa.firewall.nftables:nftables table inet {TABLE} vanished; "
+        "rebuilt with 2 grants"
+    ]
+    assert not [line for line in log_lines(fw) if line.startswith("ERROR")]
+
+
+def log_lines(py: NsPython) -> list[str]:
+    """What the interpreter's logging wrote (basicConfig: LEVEL:name:message)."""
+    return py.log.read_text().splitlines()
+
+
+def test_repair_rebuilds_a_vanished_table_with_live_grants(lab: Lab) -> None:
+    lab.tcp_listen(lab.srv, 22)
+    fw = backend(lab)
+    fw.exec(f"grant({str(lab.cli4)!r}, 'tcp', 22, 60)")
+    fw.exec(f"grant({str(lab.cli6)!r}, 'udp', 53, 1)")
+    assert fw.eval("fw.repair()") is False, "nothing to repair"
+    time.sleep(1.1)  # the udp/53 grant has run out
+
+    lab.run(lab.srv, ["nft", "flush", "ruleset"])
+    assert lab.tcp_connect(lab.cli, lab.srv6, 22), "fails open until repaired"
+    assert fw.eval("fw.repair()") is True
+
+    assert not lab.tcp_connect(lab.cli, lab.srv6, 22), "protection is back"
+    assert lab.tcp_connect(lab.cli, lab.srv4, 22), "the live grant is back"
+    assert [e[:3] for e in elements(lab, 4)] == [(str(lab.cli4), "tcp", 22)]
+    assert elements(lab, 6) == []
+    assert lab.udp_probe(lab.cli, lab.srv4, SPA_PORT) == "silent"
+    assert fw.eval("fw.repair()") is False
+    said = [line for line in log_lines(fw) if "vanished" in line]
+    assert said == [
+        f"WARNING:spa.firewall.nftables:nftables table inet {TABLE} vanished; "
+        "rebuilt with 1 grants"
+    ]
+
+
+def test_a_failed_transaction_is_reported_on_one_line(lab: Lab) -> None:
+    fw = backend(lab)
+    bad = (
+        "add element inet nosuch allow4 { 192.0.2.1 . tcp . 22 }\n"
+        "add chain inet spa x { type filter hook input priority 0; policy dro; }\n"
+    )
+    fw.exec(
+        f"""
+        try:
+            fw.ctx.run({bad!r})
+        except Exception as e:
+            failure = str(e)
+        """
+    )
+    failure = fw.eval("failure")
+    assert "\n" not in failure
+    assert failure.startswith("nft failed: ")
+    assert "No such file or directory" in failure and "syntax error" in failure
+    errors = [line for line in log_lines(fw) if line.startswith("ERROR")]
+    logged = failure.replace("nft failed:", "nft failed (rc=-1):")
+    assert errors == [f"ERROR:spa.firewall.nftables:{logged}"]
+    assert not [line for line in log_lines(fw) if "^" in line]

@@ -31,6 +31,7 @@ from spa import config as spacfg
 from spa.cli import cli, spad
 from spa.config import PortSpec
 from spa.protocol import WIRE_LEN, Packet, decode_packet, server_id_digest
+from tests.pcapfile import write_pcap
 
 CRED_ID = bytes.fromhex("8f3a0c1d22e4b599")
 SECRET = bytes(range(32))
@@ -144,11 +145,13 @@ def receive_one(sock: socket.socket) -> Packet:
                      ["HOST PORT", "ProxyCommand", "--config", "--port",
                       "--connect-timeout"],
                      id="spa proxy --help"),
-        pytest.param(cli, ["status", "--help"], ["--state-dir", "--config", "--json"],
+        pytest.param(cli, ["status", "--help"],
+                     ["--state-dir", "-c, --config", "--json", "3 if it is not"],
                      id="spa status --help"),
         pytest.param(spad, ["--help"],
-                     ["--config", "--interface", "--port", "--firewall", "iptables",
-                      "--state-dir", "--pcap-file", "--json", "/etc/spa/spad.toml"],
+                     ["--config", "--interface", "--port", "--firewall",
+                      "[nftables|none]", "--state-dir", "--pcap-file", "--json",
+                      "/etc/spa/spad.toml"],
                      id="spad --help"),
     ],
 )
@@ -242,14 +245,127 @@ def test_keygen_refusal_leaves_the_server_config_alone(
     assert not (tmp_path / "alice2.toml").exists()
 
 
-def test_keygen_server_config_in_a_missing_directory(
-    runner: CliRunner, tmp_path: Path
+@pytest.fixture
+def routes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A stand-in for /proc/net/route, written by each test."""
+    path = tmp_path / "route"
+    monkeypatch.setattr(spacfg, "ROUTE_TABLE", path)
+    return path
+
+
+ROUTE_HEADER = (
+    "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask"
+    "\t\tMTU\tWindow\tIRTT\n"
+)
+
+
+def route(iface: str, dest: str, mask: str, flags: str = "0003",
+          metric: int = 0) -> str:
+    return (f"{iface}\t{dest}\t0102A8C0\t{flags}\t0\t0\t{metric}\t{mask}"
+            "\t0\t0\t0\n")
+
+
+def test_keygen_creates_the_missing_directory(
+    runner: CliRunner, tmp_path: Path, routes: Path
 ) -> None:
-    server = tmp_path / "missing" / "spad.toml"
+    routes.write_text(ROUTE_HEADER + route("ens3", "00000000", "00000000"))
+    server = tmp_path / "etc" / "spa" / "spad.toml"
     result = runner.invoke(cli, ["keygen", "--name", "alice",
                                  "--server-config", str(server)])
-    assert_one_line_error(result, 1, str(server))
+    assert result.exit_code == 0, result.output
+    assert stat.S_IMODE(server.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(server.stat().st_mode) == 0o600
+    assert f"created directory {server.parent} (mode 0700)" in result.stderr
+    assert [c.name for c in spacfg.load_server_config(server).credentials] == [
+        "alice"
+    ]
+
+
+def test_keygen_leaves_no_directory_behind_when_it_fails(
+    runner: CliRunner, tmp_path: Path, routes: Path
+) -> None:
+    server = tmp_path / "missing" / "spad.toml"
+    result = runner.invoke(cli, ["keygen", "--name", "alice", "--source", "10.0.0.1/8",
+                                 "--server-config", str(server)])
+    assert_one_line_error(result, 1, str(server), "sources")
     assert not server.parent.exists()
+
+
+@pytest.mark.parametrize(
+    ("table", "interface"),
+    [
+        pytest.param(route("ens3", "00000000", "00000000"), "ens3", id="default"),
+        pytest.param(route("wg0", "0000000A", "000000FF")
+                     + route("eth1", "00000000", "00000000", metric=600)
+                     + route("eth0", "00000000", "00000000", metric=100)
+                     + route("eth9", "00000000", "00000000", flags="0002"),
+                     "eth0", id="lowest-metric-up"),
+        pytest.param(route("wg0", "0000000A", "000000FF"), None, id="no-default"),
+        pytest.param("", None, id="empty"),
+        pytest.param(None, None, id="no-file"),
+    ],
+)
+def test_keygen_names_the_default_route_interface_in_a_new_server_config(
+    runner: CliRunner, tmp_path: Path, routes: Path, table: str | None,
+    interface: str | None,
+) -> None:
+    if table is not None:
+        routes.write_text(ROUTE_HEADER + table)
+    server = tmp_path / "spad.toml"
+    result = runner.invoke(cli, ["keygen", "--name", "alice",
+                                 "--server-config", str(server)])
+    assert result.exit_code == 0, result.output
+    assert spacfg.load_server_config(server).interface == interface
+    if interface:
+        assert f'interface = "{interface}" (the default route\'s)' in result.stderr
+        assert f'\ninterface = "{interface}"  # ' in server.read_text()
+    else:
+        assert "no default route" in result.stderr
+        assert '\n# interface = "eth0"' in server.read_text()
+
+
+def test_keygen_keeps_the_interface_of_an_existing_server_config(
+    runner: CliRunner, tmp_path: Path, routes: Path, server_cfg: Path
+) -> None:
+    routes.write_text(ROUTE_HEADER + route("ens3", "00000000", "00000000"))
+    result = runner.invoke(cli, ["keygen", "--name", "alice",
+                                 "--server-config", str(server_cfg)])
+    assert result.exit_code == 0, result.output
+    assert "default route" not in result.stderr
+    assert spacfg.load_server_config(server_cfg).interface is None
+
+
+def test_keygen_adds_the_server_id_to_the_server_config(
+    runner: CliRunner, tmp_path: Path, routes: Path
+) -> None:
+    server = tmp_path / "spad.toml"
+    for name, server_id, said in (("alice", "Bastion.Example", True),
+                                  ("bob", "bastion.example", False),
+                                  ("carol", "jump.example", True),
+                                  ("dave", None, False)):
+        args = ["--server-id", server_id] if server_id else []
+        result = runner.invoke(cli, [
+            "keygen", "--name", name, "--server-config", str(server),
+            "--client-config", str(tmp_path / f"{name}.toml"), *args,
+        ])
+        assert result.exit_code == 0, result.output
+        assert ("to server_ids in" in result.stderr) is said, result.stderr
+    cfg = spacfg.load_server_config(server)
+    assert cfg.server_ids == ("bastion.example", "jump.example")
+    client = spacfg.load_client_config(tmp_path / "alice.toml")
+    assert client.server_id == "bastion.example"
+
+
+def test_keygen_adds_server_ids_beside_existing_ones(
+    runner: CliRunner, server_cfg: Path
+) -> None:
+    server_cfg.write_text(server_cfg.read_text() + 'server_ids = ["a.example"]\n')
+    result = runner.invoke(cli, ["keygen", "--name", "alice", "--server-id",
+                                 "b.example", "--server-config", str(server_cfg)])
+    assert result.exit_code == 0, result.output
+    assert spacfg.load_server_config(server_cfg).server_ids == (
+        "a.example", "b.example"
+    )
 
 
 def test_keygen_without_files_prints_a_client_config(
@@ -365,7 +481,11 @@ def test_knock_reads_spa_config_from_the_environment(
         (["--open-for", "86401", "192.0.2.1"], 2, ["--open-for"]),
         ([], 2, ["no HOST"]),
         (["nonexistent.invalid"], 1, ["nonexistent.invalid"]),
-        (["-6", "192.0.2.1"], 1, ["192.0.2.1"]),
+        (["-6", "192.0.2.1"], 2,
+         ["-6 given but 192.0.2.1 is an IPv4 address", "family does not match"]),
+        (["-4", "2001:db8::1"], 2,
+         ["-4 given but 2001:db8::1 is an IPv6 address", "family does not match"]),
+        (["-4", "fe80::1%eth0"], 2, ["IPv6 address", "family does not match"]),
     ],
 )
 def test_knock_errors(
@@ -538,10 +658,19 @@ def test_status_of_a_dead_daemon(runner: CliRunner, state_dir: Path) -> None:
         json.dumps(status_doc(child.pid, time.time()))
     )
     result = runner.invoke(cli, ["status", "--state-dir", str(state_dir)])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output
     assert result.stdout.startswith(f"spad not running (pid {child.pid})")
     as_json = runner.invoke(cli, ["status", "--state-dir", str(state_dir), "--json"])
+    assert as_json.exit_code == 3
     assert json.loads(as_json.stdout)["alive"] is False
+
+
+def test_status_of_a_daemon_that_stopped(runner: CliRunner, state_dir: Path) -> None:
+    doc = {**status_doc(os.getpid(), time.time()), "running": False}
+    (state_dir / "status.json").write_text(json.dumps(doc))
+    result = runner.invoke(cli, ["status", "--state-dir", str(state_dir)])
+    assert result.exit_code == 3, result.output
+    assert result.stdout.startswith("spad not running")
 
 
 def test_status_takes_the_state_dir_from_the_config(
@@ -550,14 +679,17 @@ def test_status_takes_the_state_dir_from_the_config(
     state = server_cfg.parent / "state"
     state.mkdir()
     (state / "status.json").write_text(json.dumps(status_doc(os.getpid(), time.time())))
-    result = runner.invoke(cli, ["status", "--config", str(server_cfg)])
-    assert result.exit_code == 0, result.output
-    assert "grants: 2" in result.stdout
+    for option in ("--config", "-c"):
+        result = runner.invoke(cli, ["status", option, str(server_cfg)])
+        assert result.exit_code == 0, result.output
+        assert "grants: 2" in result.stdout
 
 
 def test_status_without_a_status_file(runner: CliRunner, state_dir: Path) -> None:
     result = runner.invoke(cli, ["status", "--state-dir", str(state_dir)])
-    assert_one_line_error(result, 1, str(state_dir / "status.json"), "no status file")
+    assert_one_line_error(
+        result, 3, str(state_dir / "status.json"), "no status file", "not running"
+    )
 
 
 def test_status_with_a_corrupt_status_file(
@@ -600,8 +732,11 @@ def test_spad_bad_config(
 @pytest.mark.parametrize(
     ("args", "code", "fragments"),
     [
-        (["--firewall", "iptables"], 1, ["iptables"]),
+        (["--firewall", "iptables"], 2, ["--firewall", "'iptables' is not one of"]),
         (["--firewall", "pf"], 2, ["--firewall", "pf"]),
+        (["--json"], 2, ["--json only applies to --pcap-file"]),
+        (["--clock", "pcap"], 2, ["--clock pcap only applies to --pcap-file"]),
+        (["--clock", "pcap", "--json", "-i", "lo"], 2, ["--json", "--pcap-file"]),
         (["--pcap-file", "/nonexistent"], 1, ["/nonexistent"]),
         (["--port", "0"], 2, ["--port"]),
         (["--clock", "sundial"], 2, ["--clock"]),
@@ -614,3 +749,41 @@ def test_spad_option_errors(
     result = runner.invoke(spad, ["--config", str(server_cfg), *args])
     assert_one_line_error(result, code, *fragments)
     assert not (server_cfg.parent / "state").exists()
+
+
+def test_spad_refuses_a_state_dir_in_use(runner: CliRunner, server_cfg: Path) -> None:
+    """Another spad holds the lock: refused before the capture or firewall."""
+    state = server_cfg.parent / "state"
+    state.mkdir(mode=0o700)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(state / "spad.lock")],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        # (an interface that does not exist: the lock is checked before it)
+        result = runner.invoke(spad, ["--config", str(server_cfg), "-i", "nosuch0"])
+        assert_one_line_error(
+            result, 1, f"{state} is in use by another spad (pid {holder.pid})"
+        )
+        assert not (state / "status.json").exists()
+        assert not (state / "replay.log").exists()
+        # a capture file is read without taking the lock
+        pcap = server_cfg.parent / "empty.pcap"
+        write_pcap(pcap, 1, [])
+        offline = runner.invoke(spad, ["--config", str(server_cfg), "--pcap-file",
+                                       str(pcap), "--state-dir", str(state)])
+        assert offline.exit_code == 0, offline.output
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+_HOLD_LOCK = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+os.write(fd, b"%d\\n" % os.getpid())
+print("locked", flush=True)
+time.sleep(60)
+"""

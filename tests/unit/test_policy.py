@@ -10,7 +10,7 @@ import pytest
 
 from spa.config import Credential, PortSpec, ServerConfig
 from spa.firewall.base import Grant
-from spa.policy import Policy, describe_ports
+from spa.policy import Policy, describe_asked, describe_ports
 from spa.protocol import IPAddress, Request, server_id_digest
 
 
@@ -112,10 +112,26 @@ VERDICTS = [
                  "other address not allowed", id="explicit-other-address"),
     pytest.param(ALICE, req(DST6, allow=ip("2001:db8:1::77")), SRC6, DST6,
                  "other address not allowed", id="explicit-other-address-v6"),
+    pytest.param(ROAMER, req(allow=ip("192.0.2.77")), SRC4, DST4,
+                 ip("192.0.2.77"), id="other-address-allowed"),
+    pytest.param(ROAMER, req(allow=ip("192.0.2.127")), SRC4, DST4,
+                 ip("192.0.2.127"), id="other-address-range-edge"),
+    pytest.param(ROAMER, req(allow=ip("2001:db8:1::7")), SRC4, DST4,
+                 ip("2001:db8:1::7"), id="other-address-other-family"),
+    pytest.param(ROAMER, req(allow=ip("::ffff:192.0.2.77")), SRC4, DST4,
+                 ip("192.0.2.77"), id="other-address-mapped"),
+    # ... but only inside the credential's own sources
     pytest.param(ROAMER, req(allow=ip("198.51.100.7")), SRC4, DST4,
-                 ip("198.51.100.7"), id="other-address-allowed"),
+                 "address outside sources", id="other-address-outside-sources"),
+    pytest.param(ROAMER, req(allow=ip("192.0.2.128")), SRC4, DST4,
+                 "address outside sources", id="other-address-past-range-edge"),
     pytest.param(ROAMER, req(allow=ip("2001:db8:9::7")), SRC4, DST4,
-                 ip("2001:db8:9::7"), id="other-address-other-family"),
+                 "address outside sources", id="other-address-outside-sources-v6"),
+    pytest.param(ROAMER, req(allow=ip("::ffff:198.51.100.7")), SRC4, DST4,
+                 "address outside sources", id="other-address-mapped-outside"),
+    pytest.param(replace(ROAMER, sources=(ipaddress.ip_network("192.0.2.0/25"),)),
+                 req(allow=ip("2001:db8:1::7")), SRC4, DST4,
+                 "address outside sources", id="other-address-no-range-for-family"),
     pytest.param(ROAMER, req(allow=SRC4), ip("198.51.100.1"), DST4,
                  "source not allowed", id="other-address-still-needs-source"),
     # ports: all or nothing
@@ -190,3 +206,32 @@ def test_no_server_ids_means_no_id_binding() -> None:
 
 def test_describe_ports() -> None:
     assert describe_ports([("tcp", 22), ("udp", 53)]) == "tcp/22,udp/53"
+
+
+@pytest.mark.parametrize(
+    ("cred", "request_", "src", "asked"),
+    [
+        pytest.param(ALICE, req(ip("192.0.2.2")), SRC4, "192.0.2.2",
+                     id="wrong-destination-address"),
+        pytest.param(ALICE, req(ip("::ffff:192.0.2.2")), SRC4, "192.0.2.2",
+                     id="wrong-destination-mapped"),
+        pytest.param(ALICE, req(server_id_digest("other.example")), SRC4,
+                     "server id digest " + server_id_digest("other.example")[:4].hex(),
+                     id="wrong-destination-server-id"),
+        pytest.param(ALICE, req(allow=ip("192.0.2.1")), SRC4, "192.0.2.1",
+                     id="other-address"),
+        pytest.param(ROAMER, req(allow=ip("::ffff:198.51.100.7")), SRC4,
+                     "198.51.100.7", id="address-outside-sources"),
+        pytest.param(ALICE, req(ports=(("tcp", 22), ("tcp", 23))), SRC4,
+                     "tcp/22,tcp/23", id="ports"),
+        pytest.param(ALICE, req(), ip("198.51.100.1"), "tcp/22", id="source"),
+        pytest.param(ALICE, req(forward=(ip("192.0.2.50"), 2222)), SRC4,
+                     "forward to 192.0.2.50 port 2222", id="forward"),
+    ],
+)
+def test_describe_asked_names_what_was_refused(
+    cred: Credential, request_: Request, src: IPAddress, asked: str
+) -> None:
+    d = Policy(CFG).decide(cred, request_, src, DST4)
+    assert not d.accepted
+    assert describe_asked(request_, d) == asked
