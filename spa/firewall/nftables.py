@@ -385,6 +385,17 @@ class NftablesFirewall(Firewall):
             if chain == "input":
                 lines.append(f"    udp dport {self.spa_port} drop")
             lines.append("  }")
+        # Before defragmentation (priority -400): a first fragment to the SPA
+        # port that reached the reassembly queue would, once it timed out,
+        # draw an ICMP "reassembly time exceeded". Dropped here, it draws
+        # nothing and the flood never reaches conntrack. libpcap has seen it
+        # already.
+        lines += [
+            "  chain knock {",
+            "    type filter hook prerouting priority -450; policy accept;",
+            f"    fib daddr type local udp dport {self.spa_port} drop",
+            "  }",
+        ]
         lines.append("}")
         return "\n".join(lines) + "\n"
 

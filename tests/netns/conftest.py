@@ -479,3 +479,7 @@ def lab(netns: NetnsFactory) -> Lab:
         lab.run(ns, ["ip", "link", "set", dev, "up"])
     lab.wait_ready()
     return lab
+
+
+# spad deployments (tests/netns/spad.py) for every module in this folder
+from tests.netns.spad import deploy  # noqa: E402, F401

@@ -44,7 +44,7 @@ from typing import Any
 import pytest
 
 from tests.netns.conftest import Lab
-from tests.netns.test_e2e import SPA_PORT, Deployment, set_static_neighbours
+from tests.netns.spad import SPA_PORT, Deployment, set_static_neighbours
 
 pytestmark = pytest.mark.netns
 
