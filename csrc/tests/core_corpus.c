@@ -26,6 +26,7 @@
  * and exits 1 if M > 0, 2 on a bad corpus or a failed setup call.
  */
 #include "../spa.h"
+#include "corpus.h"
 
 #include <inttypes.h>
 #include <stdbool.h>
@@ -33,71 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define REC_HDR_LEN	9
 #define CRED_LEN	(SPA_ID_LEN + SPA_SECRET_LEN)
-#define EXPECT_ANY	255
-
-static uint32_t load_le32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 |
-	       (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t load_le64(const uint8_t *p)
-{
-	return (uint64_t)load_le32(p) | (uint64_t)load_le32(p + 4) << 32;
-}
-
-static uint8_t *read_file(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	uint8_t *buf = NULL, *nbuf;
-	size_t cap = 0, n = 0, got;
-
-	if (!f) {
-		perror(path);
-		return NULL;
-	}
-	for (;;) {
-		if (cap - n < 65536) {
-			cap = cap ? cap * 2 : 1 << 20;
-			nbuf = realloc(buf, cap);
-			if (!nbuf) {
-				free(buf);
-				fclose(f);
-				return NULL;
-			}
-			buf = nbuf;
-		}
-		got = fread(buf + n, 1, cap - n, f);
-		n += got;
-		if (got == 0)
-			break;
-	}
-	if (ferror(f)) {
-		perror(path);
-		free(buf);
-		buf = NULL;
-	}
-	fclose(f);
-	*len = n;
-	return buf;
-}
-
-static void print_hex(const uint8_t *p, size_t n)
-{
-	putchar(' ');
-	for (size_t i = 0; i < n; i++)
-		printf("%02x", p[i]);
-}
-
-static bool all_zero(const uint8_t *p, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		if (p[i])
-			return false;
-	return true;
-}
 
 struct corpus {
 	const uint8_t *data;
@@ -130,26 +67,15 @@ static bool parse_header(struct corpus *c)
  * may be accepted, to size the replay set. */
 static bool scan_records(const struct corpus *c, size_t *may_accept)
 {
-	size_t off = c->records_off, len;
+	size_t off = c->records_off;
+	struct corpus_record r;
 
 	*may_accept = 0;
 	while (off < c->size) {
-		if (c->size - off < REC_HDR_LEN) {
-			fprintf(stderr, "corpus: short record header at %zu\n",
-				off);
+		if (!next_record(c->data, c->size, &off, &r))
 			return false;
-		}
-		len = load_le32(c->data + off + 4);
-		if (c->data[off + 8] == SPA_C_ACCEPTED ||
-		    c->data[off + 8] == EXPECT_ANY)
+		if (r.expect == SPA_C_ACCEPTED || r.expect == EXPECT_ANY)
 			(*may_accept)++;
-		off += REC_HDR_LEN;
-		if (c->size - off < len) {
-			fprintf(stderr, "corpus: record at %zu runs past the "
-				"end\n", off - REC_HDR_LEN);
-			return false;
-		}
-		off += len;
 	}
 	return true;
 }
@@ -259,10 +185,10 @@ int main(int argc, char **argv)
 	struct corpus c = {0};
 	struct spa_core *core;
 	uint64_t counters[SPA_NCOUNTERS];
-	size_t off, frames = 0, mismatches = 0, len, may_accept;
+	size_t off, frames = 0, mismatches = 0, may_accept;
+	struct corpus_record rec;
 	const char *broken;
-	uint32_t linktype;
-	uint8_t *corpus, *buf, expect;
+	uint8_t *corpus, *buf;
 	int got;
 
 	if (argc != 2) {
@@ -288,28 +214,27 @@ int main(int argc, char **argv)
 		return 2;
 	}
 
-	for (off = c.records_off; off < c.size; off += len) {
-		linktype = load_le32(corpus + off);
-		len = load_le32(corpus + off + 4);
-		expect = corpus[off + 8];
-		off += REC_HDR_LEN;
-		buf = malloc(len ? len : 1);
+	off = c.records_off;
+	/* scan_records has checked every record's framing */
+	while (off < c.size && next_record(corpus, c.size, &off, &rec)) {
+		buf = malloc(rec.len ? rec.len : 1);
 		if (!buf) {
 			perror("malloc");
 			spa_core_free(core);
 			free(corpus);
 			return 2;
 		}
-		memcpy(buf, corpus + off, len);
+		memcpy(buf, rec.frame, rec.len);
 		/* an empty frame is handed over as the end of a 1-byte
 		 * buffer, so that reading any byte of it is an overflow */
-		broken = run_frame(core, &c, frames, (int)linktype,
-				   len ? buf : buf + 1, len, &got);
-		if (broken || (expect != EXPECT_ANY && got != expect)) {
+		broken = run_frame(core, &c, frames, (int)rec.linktype,
+				   rec.len ? buf : buf + 1, rec.len, &got);
+		if (broken || (rec.expect != EXPECT_ANY && got != rec.expect)) {
 			mismatches++;
 			printf("mismatch index=%zu linktype=%u expected=%u "
-			       "got=%d%s%s\n", frames, linktype, expect, got,
-			       broken ? " broken=" : "", broken ? broken : "");
+			       "got=%d%s%s\n", frames, rec.linktype, rec.expect,
+			       got, broken ? " broken=" : "",
+			       broken ? broken : "");
 		}
 		free(buf);
 		frames++;

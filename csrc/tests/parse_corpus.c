@@ -15,75 +15,12 @@
  * Prints "frames=N mismatches=M" and exits 1 if M > 0, 2 on a bad corpus.
  */
 #include "../parse.h"
+#include "corpus.h"
 
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define REC_HDR_LEN	9
-#define EXPECT_ANY	255
-
-static uint32_t load_le32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 |
-	       (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint8_t *read_file(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	uint8_t *buf = NULL, *nbuf;
-	size_t cap = 0, n = 0, got;
-
-	if (!f) {
-		perror(path);
-		return NULL;
-	}
-	for (;;) {
-		if (cap - n < 65536) {
-			cap = cap ? cap * 2 : 1 << 20;
-			nbuf = realloc(buf, cap);
-			if (!nbuf) {
-				free(buf);
-				fclose(f);
-				return NULL;
-			}
-			buf = nbuf;
-		}
-		got = fread(buf + n, 1, cap - n, f);
-		n += got;
-		if (got == 0)
-			break;
-	}
-	if (ferror(f)) {
-		perror(path);
-		free(buf);
-		buf = NULL;
-	}
-	fclose(f);
-	*len = n;
-	return buf;
-}
-
-static void print_hex(const uint8_t *p, size_t n)
-{
-	size_t i;
-
-	putchar(' ');
-	for (i = 0; i < n; i++)
-		printf("%02x", p[i]);
-}
-
-static bool all_zero(const uint8_t *p, size_t n)
-{
-	size_t i;
-
-	for (i = 0; i < n; i++)
-		if (p[i])
-			return false;
-	return true;
-}
 
 /* The OK verdict's promises; NULL if kept, else what was broken. */
 static const char *check_ok(const struct spa_frame *f, const uint8_t *buf,
@@ -115,12 +52,12 @@ static void dump_ok(size_t index, const struct spa_frame *f,
 
 int main(int argc, char **argv)
 {
-	size_t size, off = 0, frames = 0, mismatches = 0, len;
+	size_t size, off = 0, frames = 0, mismatches = 0;
 	const char *path, *broken;
+	struct corpus_record rec;
 	struct spa_frame fr;
 	enum spa_parse_verdict got;
-	uint32_t linktype;
-	uint8_t *corpus, *buf, expect;
+	uint8_t *corpus, *buf;
 	bool verbose = false;
 
 	if (argc == 3 && strcmp(argv[1], "-v") == 0) {
@@ -137,39 +74,27 @@ int main(int argc, char **argv)
 		return 2;
 
 	while (off < size) {
-		if (size - off < REC_HDR_LEN) {
-			fprintf(stderr, "corpus: short record header at %zu\n",
-				off);
+		if (!next_record(corpus, size, &off, &rec)) {
 			free(corpus);
 			return 2;
 		}
-		linktype = load_le32(corpus + off);
-		len = load_le32(corpus + off + 4);
-		expect = corpus[off + 8];
-		off += REC_HDR_LEN;
-		if (size - off < len) {
-			fprintf(stderr, "corpus: frame %zu runs past the end\n",
-				frames);
-			free(corpus);
-			return 2;
-		}
-		buf = malloc(len);
-		if (!buf && len) {
+		buf = malloc(rec.len);
+		if (!buf && rec.len) {
 			perror("malloc");
 			free(corpus);
 			return 2;
 		}
-		if (len)
-			memcpy(buf, corpus + off, len);
-		off += len;
+		if (rec.len)
+			memcpy(buf, rec.frame, rec.len);
 
 		memset(&fr, 0xA5, sizeof(fr));
-		got = spa_parse_frame((int)linktype, buf, len, &fr);
-		broken = got == SPA_PARSE_OK ? check_ok(&fr, buf, len) : NULL;
-		if (broken || (expect != EXPECT_ANY && got != expect)) {
+		got = spa_parse_frame((int)rec.linktype, buf, rec.len, &fr);
+		broken = got == SPA_PARSE_OK ? check_ok(&fr, buf, rec.len) :
+					       NULL;
+		if (broken || (rec.expect != EXPECT_ANY && got != rec.expect)) {
 			mismatches++;
 			printf("mismatch index=%zu linktype=%u expected=%u "
-			       "got=%d%s%s\n", frames, linktype, expect,
+			       "got=%d%s%s\n", frames, rec.linktype, rec.expect,
 			       (int)got, broken ? " broken=" : "",
 			       broken ? broken : "");
 		} else if (verbose && got == SPA_PARSE_OK) {

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -43,6 +42,7 @@ from typing import Any
 
 import pytest
 
+from tests import cbuild
 from tests.netns.conftest import Lab
 from tests.netns.spad import SPA_PORT, Deployment, set_static_neighbours
 
@@ -66,8 +66,8 @@ FLOOD_C = r"""
  * i of K is sent from its own socket bound to SRC once i+1 K+1-ths of
  * either bound have passed, so always in the middle of the flood.
  * Prints "knock SRC T" (CLOCK_MONOTONIC just before sendto) per knock, then
- * "sent N secs S refused R" (R: sends refused by an ICMP error). */
-#define _GNU_SOURCE
+ * "sent N secs S refused R" (R: sends refused by an ICMP error).
+ * Built by tests/cbuild.py, which defines _GNU_SOURCE. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -340,19 +340,10 @@ class GrantMonitor:
 @pytest.fixture(scope="module")
 def flooder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The flood generator, built here; a build failure fails the tests."""
-    cc = shutil.which("gcc") or shutil.which("cc")
-    if cc is None:
-        pytest.fail("no C compiler (gcc or cc) to build the flooder")
     out = tmp_path_factory.mktemp("flooder")
     src, exe = out / "flood.c", out / "flood"
     src.write_text(FLOOD_C)
-    proc = subprocess.run(
-        [cc, "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(exe), str(src)],
-        capture_output=True, text=True,
-    )  # fmt: skip
-    if proc.returncode:
-        pytest.fail(f"the flooder did not build:\n{proc.stderr}")
-    return exe
+    return cbuild.build([src], exe, sanitize=None)
 
 
 @pytest.fixture

@@ -20,10 +20,10 @@ from typing import Any
 import blake3
 import pytest
 
+from tests import cbuild
+
 pytestmark = pytest.mark.sanitize
 
-REPO = Path(__file__).resolve().parents[2]
-CSRC = REPO / "csrc"
 VECTORS_NAME = "blake3_test_vectors.json"
 SEED = int(os.environ.get("SPA_BLAKE3_SEED", "0x5ba3b1a4e"), 0)
 RANDOM_CASES = 10_000
@@ -32,16 +32,6 @@ MODES = ("hash", "keyed", "derive")
 VECTOR_FIELDS = {"hash": "hash", "keyed": "keyed_hash", "derive": "derive_key"}
 VECTOR_SEEKS = (1, 31, 32, 63, 64, 65, 100)
 BOUNDARY_LENS = (0, 1, 63, 64, 65, 127, 128, 129, 139, 1023, 1024, 1025, 2047, 2048)
-CFLAGS = (
-    "-std=c11",
-    "-O1",
-    "-g",
-    "-fsanitize=address,undefined",
-    "-fno-sanitize-recover=all",
-    "-Wall",
-    "-Wextra",
-    "-Werror",
-)
 # Context characters: ASCII, Latin-1, CJK and astral, never NUL.
 CONTEXT_ALPHABET = "abcXYZ019 -_:./\x01\x7f\u00e9\u00ff\u4e2d\U0001f511"
 
@@ -88,18 +78,8 @@ def tool(tmp_path_factory: pytest.TempPathFactory) -> Path:
         assert path.is_file(), f"SPA_BLAKE3_TOOL={prebuilt} does not exist"
         return path
     out = tmp_path_factory.mktemp("blake3") / "blake3_tool"
-    cmd = [
-        "gcc",
-        *CFLAGS,
-        f"-I{CSRC}",
-        str(CSRC / "tests" / "blake3_tool.c"),
-        str(CSRC / "blake3.c"),
-        "-o",
-        str(out),
-    ]
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    assert res.returncode == 0, f"{' '.join(cmd)}\n{res.stderr}"
-    return out
+    sources = [cbuild.CTESTS / "blake3_tool.c", cbuild.CSRC / "blake3.c"]
+    return cbuild.build(sources, out)
 
 
 def run_tool(tool: Path, lines: list[str]) -> list[str]:
@@ -121,7 +101,7 @@ def vectors_path() -> Path:
     if shared:
         base = Path(shared)
         candidates += [base / "vectors" / VECTORS_NAME, base / VECTORS_NAME]
-    candidates.append(REPO.parent / "shared" / "vectors" / VECTORS_NAME)
+    candidates.append(cbuild.ROOT.parent / "shared" / "vectors" / VECTORS_NAME)
     for path in candidates:
         if path.is_file():
             return path

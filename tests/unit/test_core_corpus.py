@@ -30,7 +30,6 @@ import hmac
 import ipaddress
 import random
 import re
-import shutil
 import struct
 import subprocess
 from collections import Counter
@@ -42,29 +41,10 @@ import blake3
 import pytest
 
 from spa import protocol as P
+from tests import cbuild
 from tests import frames as fr
 
 pytestmark = pytest.mark.sanitize
-
-ROOT = Path(__file__).resolve().parents[2]
-CSRC = ROOT / "csrc"
-CORE_SOURCES = ("core.c", "parse.c", "ring.c", "replay.c", "blake3.c")
-CC = shutil.which("gcc") or shutil.which("cc") or "cc"
-CFLAGS = [
-    "-std=c11",
-    "-D_GNU_SOURCE",
-    "-O1",
-    "-g",
-    "-fsanitize=address,undefined",
-    "-fno-sanitize-recover=all",
-    "-fno-omit-frame-pointer",
-    "-Wall",
-    "-Wextra",
-    "-Werror",
-    "-Wshadow",
-    "-Wno-sign-conversion",
-]
-LIBS = ["-lpcap", "-pthread"]
 
 
 class Outcome(enum.IntEnum):
@@ -680,18 +660,8 @@ def encode(cases: Sequence[Case]) -> bytes:
 @pytest.fixture(scope="module")
 def runner(tmp_path_factory: pytest.TempPathFactory) -> Path:
     exe = tmp_path_factory.mktemp("core_corpus") / "core_corpus"
-    cmd = [
-        CC,
-        *CFLAGS,
-        str(CSRC / "tests" / "core_corpus.c"),
-        *(str(CSRC / src) for src in CORE_SOURCES),
-        *LIBS,
-        "-o",
-        str(exe),
-    ]
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    assert res.returncode == 0, f"compile failed: {' '.join(cmd)}\n{res.stderr}"
-    return exe
+    sources = [cbuild.CTESTS / "core_corpus.c", *cbuild.core_sources()]
+    return cbuild.build(sources, exe, extra=["-lpcap", "-pthread"])
 
 
 def run(exe: Path, path: Path) -> subprocess.CompletedProcess[str]:
@@ -762,7 +732,7 @@ def check_against_oracle(case: Case, acc: Accepted) -> None:
 
 
 def test_outcomes_match_spa_h() -> None:
-    text = (CSRC / "spa.h").read_text()
+    text = (cbuild.CSRC / "spa.h").read_text()
     body = text[text.index("enum spa_counter {") : text.index("SPA_NCOUNTERS")]
     names = re.findall(r"SPA_C_([A-Z_]+)", body)
     assert names == [o.name for o in Outcome if o is not Outcome.ANY]

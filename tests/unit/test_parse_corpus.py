@@ -12,7 +12,6 @@ from __future__ import annotations
 import enum
 import random
 import re
-import shutil
 import struct
 import subprocess
 import sys
@@ -22,28 +21,10 @@ from pathlib import Path
 
 import pytest
 
+from tests import cbuild
 from tests import frames as fr
 
 pytestmark = pytest.mark.sanitize
-
-TESTS = Path(__file__).resolve().parents[1]
-ROOT = TESTS.parent
-CSRC = ROOT / "csrc"
-CC = shutil.which("gcc") or shutil.which("cc") or "cc"
-CFLAGS = [
-    "-std=c11",
-    "-D_GNU_SOURCE",
-    "-O1",
-    "-g",
-    "-fsanitize=address,undefined",
-    "-fno-sanitize-recover=all",
-    "-fno-omit-frame-pointer",
-    "-Wall",
-    "-Wextra",
-    "-Werror",
-    "-Wshadow",
-    "-Wno-sign-conversion",
-]
 
 
 class Verdict(enum.IntEnum):
@@ -489,18 +470,8 @@ def encode(cases: list[Case]) -> bytes:
 
 
 def build_runner(tmp_path: Path) -> Path:
-    exe = tmp_path / "parse_corpus"
-    cmd = [
-        CC,
-        *CFLAGS,
-        str(CSRC / "tests" / "parse_corpus.c"),
-        str(CSRC / "parse.c"),
-        "-o",
-        str(exe),
-    ]
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    assert res.returncode == 0, f"compile failed: {' '.join(cmd)}\n{res.stderr}"
-    return exe
+    sources = [cbuild.CTESTS / "parse_corpus.c", cbuild.CSRC / "parse.c"]
+    return cbuild.build(sources, tmp_path / "parse_corpus")
 
 
 OK_LINE = re.compile(
