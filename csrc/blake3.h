@@ -1,10 +1,12 @@
-/* BLAKE3, portable C, written from the specification.
+/* BLAKE3, in C, written from the specification.
  *
  * Only what the SPA core needs: keyed hashing, derive-key mode and extendable
  * output, through an incremental hasher kept on the caller's stack.  No
- * allocation, no SIMD, no threads.  The tree mode is implemented in full, so
- * inputs of any length hash correctly, but packets are a few blocks long and
- * that is what the code is tuned for.
+ * allocation, no threads, and SIMD only inside one compression (SSE2 or
+ * SSSE3 on x86-64, portable C elsewhere), never across blocks or chunks.
+ * The tree mode is implemented in full, so inputs of any length hash
+ * correctly, but packets are a few blocks long and that is what the code
+ * is tuned for.
  */
 #ifndef SPA_BLAKE3_H
 #define SPA_BLAKE3_H
