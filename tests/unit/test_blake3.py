@@ -70,16 +70,26 @@ class Case:
         )
 
 
-@pytest.fixture(scope="session")
-def tool(tmp_path_factory: pytest.TempPathFactory) -> Path:
+# The compression function has three implementations (SSSE3, chosen at run
+# time where the CPU has it; SSE2; portable C); every one is tested.
+VARIANTS = {
+    "dispatch": (),
+    "sse2": ("-DSPA_BLAKE3_NO_SSSE3",),
+    "portable": ("-DSPA_BLAKE3_PORTABLE",),
+}
+
+
+@pytest.fixture(scope="session", params=sorted(VARIANTS))
+def tool(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+         ) -> Path:  # fmt: skip
     prebuilt = os.environ.get("SPA_BLAKE3_TOOL")
     if prebuilt:
         path = Path(prebuilt)
         assert path.is_file(), f"SPA_BLAKE3_TOOL={prebuilt} does not exist"
         return path
-    out = tmp_path_factory.mktemp("blake3") / "blake3_tool"
+    out = tmp_path_factory.mktemp(f"blake3-{request.param}") / "blake3_tool"
     sources = [cbuild.CTESTS / "blake3_tool.c", cbuild.CSRC / "blake3.c"]
-    return cbuild.build(sources, out)
+    return cbuild.build(sources, out, extra=VARIANTS[request.param])
 
 
 def run_tool(tool: Path, lines: list[str]) -> list[str]:
