@@ -354,7 +354,7 @@ class LiveDaemon:
 
 def _start_spad(lb: Lab, work: Path, sz: Sizes, spa: SpaCred) -> LiveDaemon:
     ports = [KNOCK_PORT_BASE + i for i in range(sz.live_knocks)]
-    state = work / "spad-live-state"
+    state = Path(tempfile.mkdtemp(prefix="spad-live-", dir=work))
     # a full replay window: half the set's capacity holds live entries
     preload_journal(state, 32_768 if sz is FULL else 2_048)
     cfg = spa_config(work / "spad-live.toml", spa, interface=lb.srv_if,
@@ -365,7 +365,9 @@ def _start_spad(lb: Lab, work: Path, sz: Sizes, spa: SpaCred) -> LiveDaemon:
     deadline = time.monotonic() + 15
     while not (state / "status.json").exists():
         if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"spad did not start: {work / 'spad-live.log'}")
+            log.close()
+            text = (work / "spad-live.log").read_text()[-2000:]
+            raise RuntimeError(f"spad did not start:\n{text}")
         time.sleep(0.05)
 
     def stop() -> None:
@@ -617,6 +619,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("bench: run as root (namespaces, firewalls)", file=sys.stderr)
         return 1
+    # SIGTERM unwinds like Ctrl-C, so the lab's namespaces and processes go
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sz = QUICK if args.quick else FULL
     parts = [p for p in args.parts.split(",") if p]
     steps = {"offline": 9, "live": len(sz.rates) * (1 + len(sz.fwknopd_live_modes)),

@@ -119,11 +119,13 @@ class Daemon:
         self._last_status = 0.0
 
     # -- set-up ----------------------------------------------------------
-    def _make_core(self) -> Core:
+    def _make_core(self, restored: int = 0) -> Core:
+        # The replay set refuses a key once its probe run is full, which
+        # starts near half load; restored entries get room to spare.
         core = Core(
             port=self.cfg.port,
             window=self.cfg.window,
-            replay_capacity=self.cfg.replay_capacity,
+            replay_capacity=max(self.cfg.replay_capacity, 4 * restored),
             max_creds=max(16, len(self.creds)),
             clock=self.opts.clock,
         )
@@ -160,19 +162,29 @@ class Daemon:
             raise
         self._lock_fd = fd
 
-    def _open_state(self, core: Core) -> None:
+    def _open_state(self) -> list[tuple[bytes, int]]:
+        """Lock the state directory and read the live replay entries."""
         if self.state_dir is None:
-            return
+            return []
         try:
             self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             if not self.offline:
                 self._lock_state(self.state_dir)
             self.store = ReplayStore(self.state_dir)
-            entries = self.store.load()
+            return self.store.load()
         except OSError as e:
             raise DaemonError(f"state directory {self.state_dir}: {e.strerror}") from e
-        for key, expires in entries:
-            core.seed_replay(key, expires)
+
+    def _restore_replay(self, core: Core, entries: list[tuple[bytes, int]]) -> None:
+        try:
+            for key, expires in entries:
+                core.seed_replay(key, expires)
+        except OSError as e:
+            # never start without the keys: a forgotten one could be replayed
+            raise DaemonError(
+                f"replay state: {len(entries)} entries do not fit the replay set "
+                f"({e}); raise server.replay_capacity"
+            ) from e
         if entries:
             log.info("replay state: %d live entries restored", len(entries))
 
@@ -219,9 +231,10 @@ class Daemon:
     # -- the loop --------------------------------------------------------
     def run(self) -> int:
         """Serve until a signal (live) or the end of the file (offline)."""
-        self.core = core = self._make_core()
         try:
-            self._open_state(core)
+            entries = self._open_state()
+            self.core = core = self._make_core(len(entries))
+            self._restore_replay(core, entries)
             self._open_capture(core)
             self.fw = self._open_firewall()
         except BaseException:

@@ -453,3 +453,31 @@ def test_decision_log_names_what_was_asked(server: Server, tmp_path: Path) -> No
         f"refused alice from {SRC4}: port not allowed (asked tcp/22,tcp/23)",
     ):
         assert sum(x.endswith(line) for x in log.splitlines()) == 1, (line, log)
+
+
+# ---- the replay state ----
+
+
+def test_large_replay_state_is_restored_and_enforced(
+    server: Server, tmp_path: Path
+) -> None:
+    """More journal entries than replay_capacity: the set grows to hold them
+    all (a forgotten key could be replayed), and a journalled knock is
+    refused."""
+    from spa.replaystore import ReplayStore
+
+    knock = server.knock(DST4)
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    store = ReplayStore(state)
+    expires = now_us() + 60_000_000
+    store.append((random.randbytes(16), expires) for _ in range(40_000))
+    store.append([(knock[P.OFF_TAG : P.OFF_TAG + 16], expires)])
+    store.close()
+    pcap = tmp_path / "one.pcap"
+    write_pcap(pcap, fr.DLT_EN10MB, [(now_us(), fr.link(fr.DLT_EN10MB,
+                                                        udp(4, knock)))])  # fmt: skip
+    res = spad(server, pcap, "--state-dir", str(state), "-v")
+    got = summary(res)
+    assert (got["accepted"], got["drop_replay"]) == (0, 1)
+    assert "40001 live entries restored" in res.stderr
