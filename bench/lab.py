@@ -60,11 +60,12 @@ class Lab:
                             "dev", self.srv_if, "nud", "permanent"])  # fmt: skip
         self.run(self.cli, ["ip", "neigh", "replace", SRV4, "lladdr", macs[self.srv],
                             "dev", self.cli_if, "nud", "permanent"])  # fmt: skip
-        # packets that reach the server's IP layer for the SPA port
+        # packets that reach the server's IP layer for the SPA port, counted
+        # before spad's own prerouting chain (priority -450) drops them
         self.run(self.srv, ["nft", "-f", "-"], input=(
             "table inet spabench {\n"
             "  chain pre {\n"
-            "    type filter hook prerouting priority -300;\n"
+            "    type filter hook prerouting priority -500;\n"
             "    udp dport 62201 counter\n"
             "  }\n"
             "}\n"

@@ -24,6 +24,10 @@ def _fmt(v: Any, digits: int = 0) -> str:
     return str(v)
 
 
+def _mib(kb: Any) -> str:
+    return f"{kb / 1024:,.1f} MiB" if kb else "n/a"
+
+
 def _yes(ok: bool | None) -> str:
     return "n/a" if ok is None else ("**yes**" if ok else "**no**")
 
@@ -166,7 +170,7 @@ def _offline_md(off: dict[str, Any]) -> list[str]:
         lines.append(
             f"| {name} | {_fmt(x['packets'])} | {secs:.3f} | {_fmt(x['pps'])} | "
             f"{cpu:.2f} | {acc} | {100 * x['pps'] / bare:.0f} % | "
-            f"{_fmt(x.get('max_rss_kb', 0) / 1024, 1)} MiB |"
+            f"{_mib(x.get('max_rss_kb'))} |"
         )
 
     b = off["bare"]
@@ -235,7 +239,7 @@ def _live_md(lv: dict[str, Any]) -> list[str]:
             f"{x['accepted']}/{x['knocks']} | {_fmt(x['latency_ms_p50'], 1)} | "
             f"{_fmt(x['latency_ms_p99'], 1)} | {_fmt(x['latency_ms_max'], 1)} | "
             f"{x['cpu_pct']} % | {_fmt(drops)} | "
-            f"{_fmt(x.get('peak_rss_kb', 0) / 1024, 1)} MiB |"
+            f"{_mib(x.get('peak_rss_kb'))} |"
         )
     return lines
 
