@@ -101,16 +101,22 @@ void spa_blake3_derive_key(const char *context, const uint8_t *material,
 """
 
 
+# Language and warnings for every C build of the core, tests included.
+WARNINGS = (
+    "-std=c11",
+    "-D_GNU_SOURCE",
+    "-Wall",
+    "-Wextra",
+    "-Werror",
+    "-Wshadow",
+    "-Wno-sign-conversion",
+)
+
+
 def compile_args() -> list[str]:
     """Hardening always, warnings as errors always, sanitizers on request."""
     flags = [
-        "-std=c11",
-        "-D_GNU_SOURCE",
-        "-Wall",
-        "-Wextra",
-        "-Werror",
-        "-Wshadow",
-        "-Wno-sign-conversion",
+        *WARNINGS,
         "-fstack-protector-strong",
         "-fvisibility=hidden",
         "-fno-strict-aliasing",

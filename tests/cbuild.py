@@ -15,6 +15,7 @@ import shutil
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Literal
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,16 +24,22 @@ CTESTS = CSRC / "tests"
 
 CC = shutil.which("gcc") or shutil.which("cc") or "cc"
 
-# Language and warnings: the same as csrc/build_ffi.py builds the core with.
-WARN = (
-    "-std=c11",
-    "-D_GNU_SOURCE",
-    "-Wall",
-    "-Wextra",
-    "-Werror",
-    "-Wshadow",
-    "-Wno-sign-conversion",
-)
+
+
+@functools.cache
+def _build_ffi() -> ModuleType:
+    """csrc/build_ffi.py, which holds the core's source list and flags."""
+    spec = importlib.util.spec_from_file_location(
+        "spa_build_ffi", CSRC / "build_ffi.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# Language and warnings: those csrc/build_ffi.py builds the core with.
+WARN: tuple[str, ...] = tuple(_build_ffi().WARNINGS)
 # Optimised and hardened, as the core ships.
 PLAIN = (
     "-O2",
@@ -65,16 +72,9 @@ class CompileError(RuntimeError):
     """The compiler could not be run or rejected the program."""
 
 
-@functools.cache
 def core_sources() -> tuple[Path, ...]:
     """The core's C files: SOURCES of csrc/build_ffi.py, the one such list."""
-    spec = importlib.util.spec_from_file_location(
-        "spa_build_ffi", CSRC / "build_ffi.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    names: list[str] = module.SOURCES
+    names: list[str] = _build_ffi().SOURCES
     return tuple(CSRC / name for name in names)
 
 
