@@ -31,7 +31,6 @@
 
 struct spa_cred {
 	uint8_t id[SPA_ID_LEN];
-	uint8_t used;
 	uint8_t k_mac[SPA_BLAKE3_KEY_LEN];
 	uint8_t k_enc[SPA_BLAKE3_KEY_LEN];
 };
@@ -348,7 +347,6 @@ SPA_EXPORT int spa_core_add_cred(struct spa_core *c,
 		return -ENOSPC;
 	cr = &c->creds[c->ncreds];
 	memcpy(cr->id, id, SPA_ID_LEN);
-	cr->used = 1;
 	spa_blake3_derive_key(SPA_CTX_MAC, secret, SPA_SECRET_LEN, cr->k_mac,
 			      sizeof(cr->k_mac));
 	spa_blake3_derive_key(SPA_CTX_ENC, secret, SPA_SECRET_LEN, cr->k_enc,

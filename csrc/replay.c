@@ -34,7 +34,6 @@ int spa_replay_init(struct spa_replay *r, size_t capacity, uint64_t seed)
 		return -ENOMEM;
 	r->mask = n - 1;
 	r->seed = seed;
-	r->live_hint = 0;
 	return 0;
 }
 
@@ -86,5 +85,4 @@ void spa_replay_store(struct spa_replay *r, size_t slot,
 
 	memcpy(e->key, key, SPA_REPLAY_KEY_LEN);
 	e->expires_us = expires_us ? expires_us : 1;
-	r->live_hint++;
 }

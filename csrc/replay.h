@@ -30,7 +30,6 @@ struct spa_replay {
 	struct spa_replay_slot *slots;
 	size_t mask;
 	uint64_t seed;
-	size_t live_hint;		/* inserts since start, for stats */
 };
 
 enum spa_replay_result {

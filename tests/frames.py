@@ -386,3 +386,51 @@ def link(
     if pad_to > len(frame):
         frame += bytes(pad_to - len(frame))
     return frame + trailer
+
+
+@dataclass(frozen=True)
+class LinkSpec:
+    """A link layer to wrap test packets in, with :func:`link` arguments."""
+
+    name: str
+    dlt: int
+    versions: tuple[int, ...] = (4, 6)
+    vlan: tuple[int | tuple[int, int], ...] = ()
+    family: int | None = None
+    trailer: bytes = b""
+
+
+# Every link layer the parser supports, in the shapes the corpora test: each
+# IPv6 family value of the BSD loopbacks (24, the default, included), VLAN
+# tags of every TPID, stacked tags, a trailing FCS.
+LINK_SPECS: list[LinkSpec] = [
+    LinkSpec("null", DLT_NULL),
+    *[
+        LinkSpec(f"null-af{af}", DLT_NULL, (6,), family=af)
+        for af in (AF_INET6_LINUX, AF_INET6_FREEBSD, AF_INET6_DARWIN)
+    ],
+    LinkSpec("loop", DLT_LOOP),
+    *[
+        LinkSpec(f"loop-af{af}", DLT_LOOP, (6,), family=af)
+        for af in (AF_INET6_LINUX, AF_INET6_FREEBSD, AF_INET6_DARWIN)
+    ],
+    LinkSpec("eth", DLT_EN10MB),
+    LinkSpec("eth-8021q", DLT_EN10MB, vlan=(100,)),
+    LinkSpec("eth-8021ad", DLT_EN10MB, vlan=((TPID_8021AD, 300),)),
+    LinkSpec(
+        "eth-qinq", DLT_EN10MB, vlan=((TPID_8021AD, 10), (TPID_8021Q, 20))
+    ),
+    LinkSpec(
+        "eth-9100", DLT_EN10MB, vlan=((TPID_QINQ, 10), (TPID_8021Q, 20))
+    ),
+    LinkSpec("eth-1q1q", DLT_EN10MB, vlan=(1, 4094)),
+    LinkSpec("eth-fcs", DLT_EN10MB, trailer=b"\xde\xad\xbe\xef"),
+    LinkSpec("raw12", DLT_RAW),
+    LinkSpec("raw101", LINKTYPE_RAW),
+    LinkSpec("ipv4", DLT_IPV4, (4,)),
+    LinkSpec("ipv6", DLT_IPV6, (6,)),
+    LinkSpec("sll", DLT_LINUX_SLL),
+    LinkSpec("sll-vlan", DLT_LINUX_SLL, vlan=(7,)),
+    LinkSpec("sll-qinq", DLT_LINUX_SLL, vlan=((TPID_8021AD, 8), 9)),
+    LinkSpec("sll2", DLT_LINUX_SLL2),
+]

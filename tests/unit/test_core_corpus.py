@@ -128,18 +128,6 @@ def request_for(i: int, version: int) -> P.Request:
 
 
 @dataclass(frozen=True)
-class LinkSpec:
-    """A link layer, with tests/frames.py link() arguments."""
-
-    name: str
-    dlt: int
-    versions: tuple[int, ...] = (4, 6)
-    vlan: tuple[int | tuple[int, int], ...] = ()
-    family: int | None = None
-    trailer: bytes = b""
-
-
-@dataclass(frozen=True)
 class IpSpec:
     """An IP packet shape around the UDP datagram."""
 
@@ -150,37 +138,7 @@ class IpSpec:
     df: bool = False
 
 
-LINKS: list[LinkSpec] = [
-    LinkSpec("null", fr.DLT_NULL),
-    *[
-        LinkSpec(f"null-af{af}", fr.DLT_NULL, (6,), family=af)
-        for af in (fr.AF_INET6_LINUX, fr.AF_INET6_FREEBSD, fr.AF_INET6_DARWIN)
-    ],
-    LinkSpec("loop", fr.DLT_LOOP),
-    *[
-        LinkSpec(f"loop-af{af}", fr.DLT_LOOP, (6,), family=af)
-        for af in (fr.AF_INET6_LINUX, fr.AF_INET6_FREEBSD, fr.AF_INET6_DARWIN)
-    ],
-    LinkSpec("eth", fr.DLT_EN10MB),
-    LinkSpec("eth-8021q", fr.DLT_EN10MB, vlan=(100,)),
-    LinkSpec("eth-8021ad", fr.DLT_EN10MB, vlan=((fr.TPID_8021AD, 300),)),
-    LinkSpec(
-        "eth-qinq", fr.DLT_EN10MB, vlan=((fr.TPID_8021AD, 10), (fr.TPID_8021Q, 20))
-    ),
-    LinkSpec(
-        "eth-9100", fr.DLT_EN10MB, vlan=((fr.TPID_QINQ, 10), (fr.TPID_8021Q, 20))
-    ),
-    LinkSpec("eth-1q1q", fr.DLT_EN10MB, vlan=(1, 4094)),
-    LinkSpec("eth-fcs", fr.DLT_EN10MB, trailer=b"\xde\xad\xbe\xef"),
-    LinkSpec("raw12", fr.DLT_RAW),
-    LinkSpec("raw101", fr.LINKTYPE_RAW),
-    LinkSpec("ipv4", fr.DLT_IPV4, (4,)),
-    LinkSpec("ipv6", fr.DLT_IPV6, (6,)),
-    LinkSpec("sll", fr.DLT_LINUX_SLL),
-    LinkSpec("sll-vlan", fr.DLT_LINUX_SLL, vlan=(7,)),
-    LinkSpec("sll-qinq", fr.DLT_LINUX_SLL, vlan=((fr.TPID_8021AD, 8), 9)),
-    LinkSpec("sll2", fr.DLT_LINUX_SLL2),
-]
+LINKS = fr.LINK_SPECS
 
 IPS: list[IpSpec] = [
     IpSpec("v4", 4),
@@ -204,10 +162,10 @@ IPS: list[IpSpec] = [
     IpSpec("v6-8ext", 6, ext=(fr.IPPROTO_DSTOPTS,) * MAX_IPV6_EXT),
 ]
 
-COMBOS: list[tuple[LinkSpec, IpSpec]] = [
+COMBOS: list[tuple[fr.LinkSpec, IpSpec]] = [
     (link, ip) for link in LINKS for ip in IPS if ip.version in link.versions
 ]
-RAW = LinkSpec("raw12", fr.DLT_RAW)
+RAW = fr.LinkSpec("raw12", fr.DLT_RAW)
 V4, V6 = IPS[0], IPS[5]
 
 
@@ -384,7 +342,7 @@ class Corpus:
 
     def wrap(
         self,
-        link: LinkSpec,
+        link: fr.LinkSpec,
         ip: IpSpec,
         payload: bytes,
         *,
@@ -396,7 +354,7 @@ class Corpus:
             link.dlt, pkt, vlan=link.vlan, family=link.family, trailer=link.trailer
         )
 
-    def make_valid(self, link: LinkSpec, ip: IpSpec, knock: Knock) -> Valid:
+    def make_valid(self, link: fr.LinkSpec, ip: IpSpec, knock: Knock) -> Valid:
         pkt = ip_packet(ip, knock.wire)
         frame = fr.link(
             link.dlt, pkt, vlan=link.vlan, family=link.family, trailer=link.trailer

@@ -142,42 +142,10 @@ def valid_packets() -> list[Packet]:
     return out
 
 
-@dataclass(frozen=True)
-class LinkSpec:
-    """A link layer to wrap valid packets in, with link() arguments."""
-
-    name: str
-    dlt: int
-    versions: tuple[int, ...] = (4, 6)
-    vlan: tuple[int | tuple[int, int], ...] = ()
-    family: int | None = None
-    trailer: bytes = b""
+LINKS = fr.LINK_SPECS
 
 
-LINKS: list[LinkSpec] = [
-    LinkSpec("null", fr.DLT_NULL),
-    *[LinkSpec(f"null-af{af}", fr.DLT_NULL, (6,), family=af) for af in fr.AF_INET6_ALL],
-    LinkSpec("loop", fr.DLT_LOOP),
-    *[LinkSpec(f"loop-af{af}", fr.DLT_LOOP, (6,), family=af) for af in fr.AF_INET6_ALL],
-    LinkSpec("eth", fr.DLT_EN10MB),
-    LinkSpec("eth-8021q", fr.DLT_EN10MB, vlan=(100,)),
-    LinkSpec(
-        "eth-qinq", fr.DLT_EN10MB, vlan=((fr.TPID_8021AD, 10), (fr.TPID_8021Q, 20))
-    ),
-    LinkSpec("eth-9100", fr.DLT_EN10MB, vlan=((fr.TPID_QINQ, 10), (fr.TPID_8021Q, 20))),
-    LinkSpec("eth-1q1q", fr.DLT_EN10MB, vlan=(1, 4094)),
-    LinkSpec("eth-fcs", fr.DLT_EN10MB, trailer=b"\xde\xad\xbe\xef"),
-    LinkSpec("raw12", fr.DLT_RAW),
-    LinkSpec("raw101", fr.LINKTYPE_RAW),
-    LinkSpec("ipv4", fr.DLT_IPV4, (4,)),
-    LinkSpec("ipv6", fr.DLT_IPV6, (6,)),
-    LinkSpec("sll", fr.DLT_LINUX_SLL),
-    LinkSpec("sll-vlan", fr.DLT_LINUX_SLL, vlan=(7,)),
-    LinkSpec("sll2", fr.DLT_LINUX_SLL2),
-]
-
-
-def make_valid(spec: LinkSpec, pkt: Packet) -> Valid:
+def make_valid(spec: fr.LinkSpec, pkt: Packet) -> Valid:
     frame = fr.link(
         spec.dlt, pkt.data, vlan=spec.vlan, family=spec.family, trailer=spec.trailer
     )
